@@ -1,0 +1,83 @@
+"""Sufficient statistics of a paired embedding set.
+
+The closed-form stage-1 solvers only need ``X^T X``, ``X^T Y`` and column sums,
+all of which add up over chunks. Keeping them in one object lets ``fit_align``,
+``partial_fit_align`` and the Dask path share a single solver.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PairStatistics:
+    """Weighted sums over rows of paired embeddings ``(x_i, y_i)``.
+
+    ``xtx`` is ``None`` when the solver does not need the Gram matrix
+    (Procrustes), which halves the work of a fit.
+    """
+
+    weight_sum: float
+    x_sum: np.ndarray
+    y_sum: np.ndarray
+    x_sqnorm: float
+    xty: np.ndarray
+    xtx: np.ndarray | None
+
+    @classmethod
+    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True):
+        """Statistics of one chunk; the GEMMs run in the inputs' dtype."""
+        if sample_weight is None:
+            Xw = X
+            weight_sum = float(X.shape[0])
+            x_sum, y_sum = X.sum(axis=0), Y.sum(axis=0)
+        else:
+            w = np.asarray(sample_weight, dtype=X.dtype)
+            Xw = X * w[:, None]
+            weight_sum = float(w.sum())
+            x_sum, y_sum = Xw.sum(axis=0), w @ Y
+        return cls(
+            weight_sum=weight_sum,
+            x_sum=x_sum.astype(np.float64),
+            y_sum=y_sum.astype(np.float64),
+            x_sqnorm=float(np.einsum("ij,ij->", Xw, X, dtype=np.float64)),
+            xty=(Xw.T @ Y).astype(np.float64),
+            xtx=(Xw.T @ X).astype(np.float64) if gram else None,
+        )
+
+    def __add__(self, other):
+        """Statistics of the union of two disjoint row sets."""
+        xtx = None
+        if self.xtx is not None and other.xtx is not None:
+            xtx = self.xtx + other.xtx
+        return PairStatistics(
+            weight_sum=self.weight_sum + other.weight_sum,
+            x_sum=self.x_sum + other.x_sum,
+            y_sum=self.y_sum + other.y_sum,
+            x_sqnorm=self.x_sqnorm + other.x_sqnorm,
+            xty=self.xty + other.xty,
+            xtx=xtx,
+        )
+
+    @property
+    def x_mean(self):
+        return self.x_sum / self.weight_sum
+
+    @property
+    def y_mean(self):
+        return self.y_sum / self.weight_sum
+
+    def centered(self):
+        """The same statistics after subtracting the weighted column means."""
+        n = self.weight_sum
+        mx, my = self.x_mean, self.y_mean
+        xtx = None if self.xtx is None else self.xtx - n * np.outer(mx, mx)
+        return PairStatistics(
+            weight_sum=n,
+            x_sum=np.zeros_like(self.x_sum),
+            y_sum=np.zeros_like(self.y_sum),
+            x_sqnorm=self.x_sqnorm - n * float(mx @ mx),
+            xty=self.xty - n * np.outer(mx, my),
+            xtx=xtx,
+        )

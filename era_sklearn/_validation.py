@@ -1,0 +1,87 @@
+"""Input checks shared by the estimators: one place that turns bad input into clear errors."""
+
+import warnings
+
+import numpy as np
+from sklearn.utils.validation import check_array
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def as_float_matrix(A, name, *, dtype=FLOAT_DTYPES, min_samples=1):
+    """Validate a 2-D, finite, dense embedding matrix and return it as float.
+
+    float32 and float64 are kept as they are (no silent upcast); integers and
+    float16 become float64 (float16 has too little precision for the solvers).
+    """
+    return check_array(
+        A,
+        dtype=dtype,
+        ensure_2d=True,
+        ensure_min_samples=min_samples,
+        ensure_all_finite=True,
+        input_name=name,
+        accept_sparse=False,
+    )
+
+
+def as_target_matrix(Y, n_rows, *, dtype):
+    """Validate the document-space target ``Y`` against ``X``'s row count."""
+    if Y is None:
+        raise ValueError(
+            "ERAAdapter requires y to be passed, but the target y is None: Y must be the "
+            "document-encoder embeddings of the same rows as X, shape (n_samples, n_doc_features)."
+        )
+    Y = check_array(
+        Y, dtype=dtype, ensure_2d=False, ensure_all_finite=True, input_name="Y",
+        accept_sparse=False,
+    )
+    if Y.ndim == 1:  # as scikit-learn regressors do: one output column
+        Y = Y.reshape(-1, 1)
+    if Y.shape[0] != n_rows:
+        raise ValueError(
+            f"X and Y must have the same number of rows (one pair of embeddings per row); "
+            f"got X with {n_rows} rows and Y with {Y.shape[0]} rows."
+        )
+    return Y
+
+
+def l2_normalize(A, *, name="X", zero_rows="raise"):
+    """Scale rows to unit L2 norm; an all-zero row is an error, not a NaN.
+
+    With ``zero_rows="warn"`` such rows stay zero (they carry no direction, so
+    they add nothing to the fit) and a warning names them.
+    """
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size and zero_rows == "warn":
+        warnings.warn(
+            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they stay zero "
+            "and add nothing to the fit.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return A / np.where(norms == 0, 1, norms).astype(A.dtype, copy=False)
+    if zero.size:
+        raise ValueError(
+            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they cannot be "
+            "L2-normalised. Remove them or set normalize_input=False."
+        )
+    return A / norms.astype(A.dtype, copy=False)
+
+
+def check_sample_weight_and_groups(sample_weight, groups, n_rows, dtype):
+    """Validate per-row weights (non-negative) and query ids (one per row)."""
+    from sklearn.utils.validation import _check_sample_weight
+
+    sample_weight = _check_sample_weight(sample_weight, np.empty((n_rows, 1)), dtype=dtype)
+    if np.any(sample_weight < 0):
+        raise ValueError("sample_weight must be non-negative.")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or groups.shape[0] != n_rows:
+            raise ValueError(
+                f"groups must be 1-D with one query id per row of X ({n_rows}); "
+                f"got shape {groups.shape}."
+            )
+    return sample_weight, groups

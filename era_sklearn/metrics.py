@@ -1,0 +1,567 @@
+"""Ranking metrics and retrieval scoring.
+
+The ranking metrics follow the conventions of ``trec_eval`` (as exposed by
+``ir_measures`` as ``nDCG@k``, ``R@k`` and ``RR``) on dense score matrices, and
+:func:`retrieval_score` / :func:`make_retrieval_scorer` turn them into a
+single number for model selection of query-to-document adapters.
+
+Conventions shared by all ranking metrics:
+
+* ``scores[i, j]`` is the score of document ``j`` for query ``i``; higher is
+  better.
+* ``qrels[i, j]`` is the graded relevance of document ``j`` for query ``i``;
+  a document is relevant when its grade is > 0. Non-positive grades are
+  treated as 0 (no gain).
+* Ties in score are broken by the lower column index first, so results are
+  deterministic (``trec_eval`` instead breaks ties by document id).
+* Queries with no relevant document are excluded from the mean and are NaN in
+  the per-query output. ``trec_eval`` only evaluates queries that appear in the
+  qrels, so this matches it on qrels that list relevant documents.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.preprocessing import normalize
+from sklearn.utils import check_array
+
+__all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
+
+# Cap on the number of cells of a (queries x documents) block held at once:
+# about 32 MB per float64 temporary, whatever the matrix size.
+_BLOCK_CELLS = 1 << 22
+
+_METRICS = ("ndcg", "mrr", "recall")
+
+
+# ----------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------
+
+
+def _row_slices(n_rows, n_cols):
+    """Yield row slices whose blocks hold at most ``_BLOCK_CELLS`` cells."""
+    step = max(1, _BLOCK_CELLS // max(n_cols, 1))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def _check_k(k, *, allow_none=False):
+    if k is None and allow_none:
+        return None
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)
+
+
+def _check_scores(scores):
+    # Infinite scores are legitimate (e.g. -inf to mask a document); NaN has
+    # no place in a ranking, so it is rejected explicitly.
+    scores = check_array(
+        scores, dtype=(np.float64, np.float32), ensure_all_finite=False, input_name="scores"
+    )
+    if np.isnan(scores).any():
+        raise ValueError("scores contains NaN.")
+    return scores
+
+
+def _check_scores_qrels(scores, qrels):
+    scores = _check_scores(scores)
+    qrels = check_array(
+        qrels, accept_sparse="csr", dtype=np.float64, input_name="qrels", ensure_min_samples=1
+    )
+    if qrels.shape != scores.shape:
+        raise ValueError(
+            f"scores and qrels must have the same shape, got scores {scores.shape} "
+            f"and qrels {qrels.shape}."
+        )
+    return scores, qrels
+
+
+def _dense_grades(qrels, rows):
+    """Dense, non-negative grades of a block of query rows."""
+    block = qrels[rows]
+    block = block.toarray() if sp.issparse(block) else np.array(block, dtype=np.float64)
+    return np.maximum(block, 0.0)
+
+
+# ----------------------------------------------------------------------------
+# Top-k selection
+# ----------------------------------------------------------------------------
+
+
+def _top_k_block(scores, k):
+    """Indices of the k best columns of each row, best first, ties by index."""
+    n_cols = scores.shape[1]
+    if k >= n_cols:
+        return np.argsort(-scores, axis=1, kind="stable")
+    # k-th largest value per row; everything strictly above it is kept, and
+    # among values equal to it only the lowest column indices, so that the
+    # cut at k is deterministic (argpartition alone would pick ties at random).
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
+    above = scores > kth
+    n_missing = k - above.sum(axis=1, keepdims=True)
+    at_kth = scores == kth
+    keep = above | (at_kth & (np.cumsum(at_kth, axis=1) <= n_missing))
+    # nonzero walks row-major, so each row's indices come out ascending and the
+    # stable sort below keeps lower indices first among ties.
+    indices = np.nonzero(keep)[1].reshape(scores.shape[0], k)
+    values = np.take_along_axis(scores, indices, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(indices, order, axis=1)
+
+
+def top_k(scores, k):
+    """Return the ``k`` best-scored columns of each row, best first.
+
+    Ties in score are broken by the lower column index first. Selection uses
+    a partition and only the selected ``k`` entries are sorted, in row blocks
+    of bounded memory.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_queries, n_docs)
+        Scores, higher is better. Must not contain NaN.
+    k : int
+        Number of columns to return; values above ``n_docs`` are clipped.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_queries, min(k, n_docs))
+        Column indices, best first.
+    values : ndarray of shape (n_queries, min(k, n_docs))
+        The matching scores.
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import top_k
+    >>> indices, values = top_k([[0.1, 0.9, 0.5, 0.9]], k=3)
+    >>> indices
+    array([[1, 3, 2]])
+    >>> values
+    array([[0.9, 0.9, 0.5]])
+    """
+    scores = _check_scores(scores)
+    k = min(_check_k(k), scores.shape[1])
+    indices = np.empty((scores.shape[0], k), dtype=np.intp)
+    for rows in _row_slices(*scores.shape):
+        indices[rows] = _top_k_block(scores[rows], k)
+    return indices, np.take_along_axis(scores, indices, axis=1)
+
+
+def qrels_to_matrix(qrels, query_ids, doc_ids):
+    """Convert ``{query_id: {doc_id: grade}}`` relevance judgements to a matrix.
+
+    Parameters
+    ----------
+    qrels : dict of {query_id: dict of {doc_id: grade}}
+        Relevance judgements, as read by ``ir_measures.read_trec_qrels`` into
+        a dict or by hand. Entries for documents not in ``doc_ids`` or queries
+        not in ``query_ids`` are ignored; zero grades are not stored.
+    query_ids : sequence
+        Query id of each row.
+    doc_ids : sequence
+        Document id of each column.
+
+    Returns
+    -------
+    matrix : scipy.sparse.csr_matrix of shape (len(query_ids), len(doc_ids))
+        Graded relevance, float32.
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import qrels_to_matrix
+    >>> qrels = {"q1": {"d2": 2, "d9": 1}, "q2": {"d1": 1}}
+    >>> qrels_to_matrix(qrels, ["q1", "q2"], ["d1", "d2", "d3"]).toarray()
+    array([[0., 2., 0.],
+           [1., 0., 0.]], dtype=float32)
+    """
+    column = {doc_id: j for j, doc_id in enumerate(doc_ids)}
+    rows, cols, grades = [], [], []
+    for i, query_id in enumerate(query_ids):
+        for doc_id, grade in qrels.get(query_id, {}).items():
+            if doc_id in column and grade != 0:
+                rows.append(i)
+                cols.append(column[doc_id])
+                grades.append(grade)
+    shape = (len(query_ids), len(doc_ids))
+    return sp.csr_matrix((np.asarray(grades, dtype=np.float32), (rows, cols)), shape=shape)
+
+
+# ----------------------------------------------------------------------------
+# Per-block metric kernels
+# ----------------------------------------------------------------------------
+
+
+def _discount(k):
+    # rank r (1-based) is discounted by log2(r + 1).
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def _ranked_gains(scores, grades, k):
+    """Grades of the top-``k`` documents of each query, in rank order."""
+    return np.take_along_axis(grades, _top_k_block(scores, k), axis=1)
+
+
+def _ideal_dcg(grades, k):
+    """DCG of the ideal ranking: the k largest grades of each row, in order."""
+    # Work on the few positive grades only: partitioning rows that are
+    # mostly zeros is slow (many ties), and relevant documents are sparse.
+    rows, cols = np.nonzero(grades > 0)
+    values = grades[rows, cols]
+    order = np.lexsort((-values, rows))
+    rows, values = rows[order], values[order]
+    rank = np.arange(rows.shape[0]) - np.searchsorted(rows, rows)  # 0-based, per row
+    keep = rank < k
+    weights = values[keep] * _discount(k)[rank[keep]]
+    return np.bincount(rows[keep], weights=weights, minlength=grades.shape[0])
+
+
+def _ndcg_block(scores, grades, k):
+    dcg = _ranked_gains(scores, grades, k) @ _discount(k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dcg / _ideal_dcg(grades, k)
+
+
+def _recall_block(scores, grades, k):
+    hits = (_ranked_gains(scores, grades, k) > 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / (grades > 0).sum(axis=1)
+
+
+def _rr_block(scores, grades, k):
+    # Only the rank of the best-ranked relevant document matters, which is
+    # 1 + the number of documents ranked before it: a linear count instead of
+    # sorting every row when k is large or None.
+    relevant = grades > 0
+    best_score = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
+    # lowest-index relevant document among those tied at the best score
+    best = (relevant & (scores == best_score)).argmax(axis=1)
+    before = (scores > best_score) | (
+        (scores == best_score) & (np.arange(scores.shape[1]) < best[:, None])
+    )
+    rank = before.sum(axis=1) + 1.0
+    found = relevant.any(axis=1) & (rank <= k)
+    return np.where(found, 1.0 / rank, 0.0)
+
+
+_KERNELS = {"ndcg": _ndcg_block, "recall": _recall_block, "mrr": _rr_block}
+
+
+def _metric_block(metric, scores, grades, k):
+    """Per-query ``metric`` of a block; NaN for queries without relevant docs."""
+    k = scores.shape[1] if k is None else min(k, scores.shape[1])
+    values = _KERNELS[metric](scores, grades, k)
+    return np.where((grades > 0).any(axis=1), values, np.nan)
+
+
+def _reduce(values, average):
+    if not average:
+        return values
+    if np.isnan(values).all():
+        warnings.warn(
+            "No query has a relevant document; the mean is undefined (NaN).",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
+        return float("nan")
+    return float(np.nanmean(values))
+
+
+def _ranking_metric(metric, scores, qrels, k, average):
+    scores, qrels = _check_scores_qrels(scores, qrels)
+    values = np.empty(scores.shape[0])
+    for rows in _row_slices(*scores.shape):
+        values[rows] = _metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
+    return _reduce(values, average)
+
+
+# ----------------------------------------------------------------------------
+# Public ranking metrics
+# ----------------------------------------------------------------------------
+
+
+def ndcg_at_k(scores, qrels, k=10, *, average=True):
+    """Normalised discounted cumulative gain at rank ``k`` (trec_eval ``ndcg_cut``).
+
+    The gain of a document is its grade, discounted by ``log2(rank + 1)``.
+    The ideal DCG is computed from all judged relevant documents of the query
+    (grades sorted in decreasing order, cut at ``k``), whether or not they are
+    retrieved. Queries without a relevant document are excluded from the mean.
+    Ties in score are broken by the lower column index first.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_queries, n_docs)
+        Scores, higher is better. Must not contain NaN.
+    qrels : {array-like, sparse matrix} of shape (n_queries, n_docs)
+        Graded relevance; grade > 0 means relevant.
+    k : int, default=10
+        Rank cutoff.
+    average : bool, default=True
+        If True return the mean over queries with a relevant document,
+        otherwise the per-query values (NaN for excluded queries).
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_queries,)
+        nDCG@k.
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import ndcg_at_k
+    >>> scores = [[0.9, 0.8, 0.1], [0.2, 0.4, 0.3]]
+    >>> qrels = [[0, 1, 0], [0, 0, 0]]
+    >>> round(ndcg_at_k(scores, qrels, k=2), 4)
+    0.6309
+    >>> ndcg_at_k(scores, qrels, k=2, average=False).round(4)
+    array([0.6309,    nan])
+    """
+    return _ranking_metric("ndcg", scores, qrels, _check_k(k), average)
+
+
+def recall_at_k(scores, qrels, k=100, *, average=True):
+    """Recall at rank ``k`` (trec_eval ``recall_k``, ir_measures ``R@k``).
+
+    The fraction of the query's relevant documents (grade > 0) found in the
+    top ``k``. Queries without a relevant document are excluded from the mean.
+    Ties in score are broken by the lower column index first.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_queries, n_docs)
+        Scores, higher is better. Must not contain NaN.
+    qrels : {array-like, sparse matrix} of shape (n_queries, n_docs)
+        Graded relevance; grade > 0 means relevant.
+    k : int, default=100
+        Rank cutoff.
+    average : bool, default=True
+        If True return the mean over queries with a relevant document,
+        otherwise the per-query values (NaN for excluded queries).
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_queries,)
+        Recall@k.
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import recall_at_k
+    >>> scores = [[0.9, 0.8, 0.1, 0.5]]
+    >>> qrels = [[0, 1, 2, 0]]
+    >>> recall_at_k(scores, qrels, k=2)
+    0.5
+    """
+    return _ranking_metric("recall", scores, qrels, _check_k(k), average)
+
+
+def mrr(scores, qrels, *, k=None, average=True):
+    """Mean reciprocal rank of the first relevant document (trec_eval ``recip_rank``).
+
+    A query whose first relevant document is at rank ``r`` scores ``1 / r``,
+    or 0 if none is ranked within ``k``. Queries without a relevant document
+    are excluded from the mean. Ties in score are broken by the lower column
+    index first.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_queries, n_docs)
+        Scores, higher is better. Must not contain NaN.
+    qrels : {array-like, sparse matrix} of shape (n_queries, n_docs)
+        Graded relevance; grade > 0 means relevant.
+    k : int or None, default=None
+        Rank cutoff; None ranks all documents (ir_measures ``RR``).
+    average : bool, default=True
+        If True return the mean over queries with a relevant document,
+        otherwise the per-query values (NaN for excluded queries).
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_queries,)
+        (Mean) reciprocal rank.
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import mrr
+    >>> scores = [[0.9, 0.8, 0.1], [0.1, 0.2, 0.3]]
+    >>> qrels = [[0, 1, 0], [0, 0, 1]]
+    >>> mrr(scores, qrels)
+    0.75
+    >>> mrr(scores, qrels, k=1, average=False)
+    array([0., 1.])
+    """
+    return _ranking_metric("mrr", scores, qrels, _check_k(k, allow_none=True), average)
+
+
+# ----------------------------------------------------------------------------
+# Retrieval scoring of embeddings
+# ----------------------------------------------------------------------------
+
+
+def _check_metric(metric):
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}.")
+
+
+def _check_embeddings(Q, Y, corpus):
+    Q = check_array(Q, dtype=(np.float64, np.float32), input_name="Q")
+    Y = check_array(Y, dtype=(np.float64, np.float32), input_name="Y")
+    if Q.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"Q and Y must have the same number of rows, got {Q.shape[0]} and {Y.shape[0]}."
+        )
+    if Q.shape[1] != Y.shape[1]:
+        raise ValueError(f"Q and Y must have the same width, got {Q.shape[1]} and {Y.shape[1]}.")
+    if corpus is not None:
+        corpus = check_array(corpus, dtype=(np.float64, np.float32), input_name="corpus")
+        if corpus.shape[1] != Q.shape[1]:
+            raise ValueError(
+                f"corpus must have the same width as Q, got {corpus.shape[1]} and {Q.shape[1]}."
+            )
+    return Q, Y, corpus
+
+
+def _nearest_rows(Y, candidates):
+    """Index of the most cosine-similar candidate for each (normalised) Y row."""
+    nearest = np.empty(Y.shape[0], dtype=np.intp)
+    for rows in _row_slices(Y.shape[0], candidates.shape[0]):
+        nearest[rows] = (Y[rows] @ candidates.T).argmax(axis=1)
+    return nearest
+
+
+def _first_rows(labels, n_labels):
+    """Index of the first row carrying each label 0..n_labels-1."""
+    first = np.full(n_labels, labels.shape[0], dtype=np.intp)
+    np.minimum.at(first, labels, np.arange(labels.shape[0]))
+    return first
+
+
+def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
+    """Retrieval quality of mapped query embeddings against document embeddings.
+
+    Each row pairs a query embedding ``Q[i]`` with the embedding ``Y[i]`` of
+    one relevant document. Rows of the same query (same value in ``groups``,
+    or identical ``Q`` rows when ``groups`` is None) form ONE query with
+    several relevant documents; its embedding is the one of its first row.
+    Candidates are ranked by cosine similarity (zero vectors have similarity
+    0) and ``metric`` is computed at ``k`` with binary relevance, then averaged
+    over queries.
+
+    Parameters
+    ----------
+    Q : array-like of shape (n_pairs, n_features)
+        Query embeddings, already mapped into the document space.
+    Y : array-like of shape (n_pairs, n_features)
+        Embedding of a relevant document for each row of ``Q``.
+    corpus : array-like of shape (n_docs, n_features), default=None
+        Candidate documents. Each ``Y`` row is matched to its most
+        cosine-similar corpus row, so ``Y`` rows should be corpus rows. When
+        None, the candidates are the distinct rows of ``Y`` (exact match).
+    groups : array-like of shape (n_pairs,), default=None
+        Query id of each row. When None, identical ``Q`` rows share a query.
+    k : int, default=10
+        Rank cutoff.
+    metric : {"ndcg", "mrr", "recall"}, default="ndcg"
+        nDCG@k, reciprocal rank within ``k`` or recall@k.
+
+    Returns
+    -------
+    score : float
+        Mean of ``metric`` over queries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn.metrics import retrieval_score
+    >>> Y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> retrieval_score(Y, Y, k=1)
+    1.0
+    >>> retrieval_score(Y[::-1], Y, k=2, metric="mrr")  # each hit at rank 2
+    0.5
+    """
+    _check_metric(metric)
+    k = _check_k(k)
+    Q, Y, corpus = _check_embeddings(Q, Y, corpus)
+    key = Q if groups is None else np.asarray(groups)
+    if key.shape[0] != Q.shape[0]:
+        raise ValueError(f"groups must have {Q.shape[0]} entries, got {key.shape[0]}.")
+    _, query_of_row = np.unique(key, axis=0 if groups is None else None, return_inverse=True)
+    query_of_row = query_of_row.ravel()
+    n_queries = query_of_row.max() + 1
+    if corpus is None:
+        candidates, doc_of_row = np.unique(Y, axis=0, return_inverse=True)
+        candidates, doc_of_row = normalize(candidates), doc_of_row.ravel()
+    else:
+        candidates = normalize(corpus)
+        doc_of_row = _nearest_rows(normalize(Y), candidates)
+    relevance = sp.csr_matrix(
+        (np.ones(Q.shape[0]), (query_of_row, doc_of_row)), shape=(n_queries, len(candidates))
+    )
+    relevance.data[:] = 1.0  # binary: a document paired twice with a query counts once
+    queries = normalize(Q[_first_rows(query_of_row, n_queries)])
+    values = np.empty(n_queries)
+    for rows in _row_slices(n_queries, len(candidates)):
+        values[rows] = _metric_block(
+            metric, queries[rows] @ candidates.T, _dense_grades(relevance, rows), k
+        )
+    return float(values.mean())
+
+
+class _RetrievalScorer:
+    """Picklable ``scorer(estimator, X, Y)`` built by :func:`make_retrieval_scorer`."""
+
+    def __init__(self, corpus, k, metric):
+        self.corpus = corpus
+        self.k = k
+        self.metric = metric
+
+    def __call__(self, estimator, X, Y):
+        Q = estimator.transform(X)
+        return retrieval_score(Q, Y, corpus=self.corpus, k=self.k, metric=self.metric)
+
+    def __repr__(self):
+        return f"make_retrieval_scorer(corpus=..., k={self.k}, metric={self.metric!r})"
+
+
+def make_retrieval_scorer(corpus, *, k=10, metric="ndcg"):
+    """Build a scorer ``scorer(estimator, X, Y)`` for model selection.
+
+    The scorer maps ``X`` with ``estimator.transform`` and returns
+    :func:`retrieval_score` of the result against ``Y`` (higher is better),
+    so it can be passed as ``scoring=`` to
+    :class:`~sklearn.model_selection.GridSearchCV` or
+    :func:`~sklearn.model_selection.cross_val_score`.
+
+    Parameters
+    ----------
+    corpus : array-like of shape (n_docs, n_features) or None
+        Candidate documents; None ranks the distinct rows of each fold's ``Y``.
+    k : int, default=10
+        Rank cutoff.
+    metric : {"ndcg", "mrr", "recall"}, default="ndcg"
+        Metric passed to :func:`retrieval_score`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, Y) -> float``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.preprocessing import FunctionTransformer
+    >>> from era_sklearn.metrics import make_retrieval_scorer
+    >>> corpus = np.eye(4)
+    >>> scorer = make_retrieval_scorer(corpus, k=2)
+    >>> identity = FunctionTransformer().fit(corpus)
+    >>> scorer(identity, corpus, corpus)
+    1.0
+    """
+    _check_metric(metric)
+    _check_k(k)
+    if corpus is not None:
+        corpus = check_array(corpus, dtype=(np.float64, np.float32), input_name="corpus")
+    return _RetrievalScorer(corpus, k, metric)
