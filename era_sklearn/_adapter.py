@@ -283,6 +283,10 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : ERAAdapter
         """
         self._validate_params()
+        if _is_dask(X) or _is_dask(y):
+            from ._dask import fit_align_dask
+
+            return fit_align_dask(self, X, y, sample_weight)
         X = self._check_X(X, reset=True, min_samples=2)
         Y = self._check_Y(y, X)
         X = self._normalize_X(X, Y.shape[1])
@@ -680,6 +684,45 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.intercept_ = np.asarray(b, dtype=W.dtype)
         self.module_params_ = None
 
+    # -- persistence -------------------------------------------------------
+    def save(self, path):
+        """Write the fitted adapter without pickle: ``.npz`` weights plus JSON.
+
+        The archive holds every fitted array (``np.savez``, loaded back with
+        ``allow_pickle=False``) and a JSON document with the parameters,
+        dimensions and package / format versions. The write is atomic: a
+        crash leaves any previous file intact.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        path : pathlib.Path
+            Where the adapter was written.
+        """
+        from ._persistence import save_adapter
+
+        return save_adapter(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read an adapter written by :meth:`save` (no pickle involved).
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        adapter : ERAAdapter
+            Fitted, with the saved parameters.
+        """
+        from ._persistence import load_adapter
+
+        return load_adapter(cls, path)
+
     @classmethod
     def from_era_checkpoint(cls, path, **params):
         """Build a fitted adapter from a checkpoint released with ERA.
@@ -714,6 +757,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         adapter.alpha_ = adapter.blend_ = adapter.cv_results_ = None
         adapter.history_ = adapter.align_history_ = None
         return adapter
+
+
+def _is_dask(A):
+    """A dask array, recognised without importing dask."""
+    return type(A).__module__.startswith("dask.")
 
 
 def _combine(bases, coefs, d_in, d_out):
