@@ -290,6 +290,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._check_X(X, reset=True, min_samples=2)
         Y = self._check_Y(y, X)
         X = self._normalize_X(X, Y.shape[1])
+        if self.hybrid:
+            _check_tail_is_y(X, Y)
         sample_weight, _ = check_sample_weight_and_groups(sample_weight, None, len(X), X.dtype)
         stats, W, b = self._align_map(X, Y, sample_weight)
         self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
@@ -327,7 +329,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._normalize_X(X, Y.shape[1])
         sample_weight, _ = check_sample_weight_and_groups(sample_weight, None, len(X), X.dtype)
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
-        chunk = PairStatistics.from_arrays(Xq, Y, sample_weight, gram=self.align == "lstsq")
+        chunk = PairStatistics.from_arrays(
+            Xq, Y, sample_weight, gram=self.align == "lstsq" or self.scale
+        )
         stats = chunk if first_call else self.align_stats_ + chunk
         self._set_align(stats, Y.shape[1])
         return self
@@ -357,7 +361,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """Stage-1 (coefficients, intercept) on the query-encoder block."""
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
         # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
-        needs_gram = self.align == "lstsq"
+        needs_gram = self.align == "lstsq" or self.scale
         stats = PairStatistics.from_arrays(Xq, Y, sample_weight, gram=needs_gram)
         W, b = self._solve_align(stats, Xq, Y, sample_weight)
         return stats, W, b
@@ -497,9 +501,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             best = (int(np.argmax(alphas)), _closest(blends, DEFAULT_BLEND))
         else:
             candidates, doc_idx = self._candidates(Y, corpus)
+            conservative = (int(np.argmax(alphas)), _closest(blends, DEFAULT_BLEND))
             best, results = select_ridge(
                 pairs, candidates, doc_idx, grades, bases, coefs, alphas,
                 intercept=b, n_splits=min(self.n_folds, n_queries), random_state=self.random_state,
+                fallback=conservative if has_prior else None,
             )
             results["alpha"] = np.asarray(alphas)[results.pop("alpha_index")]
             results["blend"] = np.asarray(blends, dtype=float)[results.pop("prior_index")]
@@ -757,6 +763,21 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         adapter.alpha_ = adapter.blend_ = adapter.cv_results_ = None
         adapter.history_ = adapter.align_history_ = None
         return adapter
+
+
+def _check_tail_is_y(X, Y, min_cosine=0.99):
+    """In hybrid alignment data, X's last block must be Y itself (same texts, same encoder)."""
+    tail = X[:, -Y.shape[1]:]
+    num = np.einsum("ij,ij->i", tail, Y)
+    den = np.linalg.norm(tail, axis=1) * np.linalg.norm(Y, axis=1)
+    cosine = float(np.mean(num / np.where(den > 0, den, 1)))
+    if cosine < min_cosine:
+        raise ValueError(
+            f"hybrid=True: the last {Y.shape[1]} columns of X should be the document encoder's "
+            f"embedding of the same texts as y, but their mean cosine with y is {cosine:.3f} "
+            f"(< {min_cosine}). Build X as np.hstack([query_encoder(texts), "
+            "document_encoder(texts)])."
+        )
 
 
 def _is_dask(A):

@@ -16,15 +16,19 @@ def procrustes(stats, *, scale=False):
     d_q == d_d, with orthonormal columns (``W^T W = I``) when d_q > d_d and
     orthonormal rows (``W W^T = I``) when d_q < d_d. This maximises
     ``trace(W^T X^T Y)`` over such maps. ``scale=True`` also returns the
-    least-squares global scale ``s = trace(S) / ||X||_F^2``, else 1.
+    least-squares global scale ``trace(W^T X^T Y) / ||X W||^2``, else 1.
     """
     try:
         U, s, Vt = linalg.svd(stats.xty, full_matrices=False)
     except linalg.LinAlgError:  # gesdd can fail to converge; gesvd is slower but robust
         U, s, Vt = linalg.svd(stats.xty, full_matrices=False, lapack_driver="gesvd")
     W = U @ Vt
-    factor = float(s.sum() / stats.x_sqnorm) if scale and stats.x_sqnorm > 0 else 1.0
-    return W, factor
+    if not scale:
+        return W, 1.0
+    # Least-squares scale for this W: trace(W^T X^T Y) / ||X W||^2. The norm
+    # equals ||X||_F^2 only for a square W; otherwise it needs X^T X.
+    norm = stats.x_sqnorm if stats.xtx is None else float(np.einsum("ij,ij->", W, stats.xtx @ W))
+    return W, float(s.sum() / norm) if norm > 0 else 1.0
 
 
 def ridge(stats, alpha, prior=None):

@@ -11,11 +11,18 @@ import numpy as np
 
 
 def query_ids(X, groups=None):
-    """Integer query id per row: ``groups`` factorised, or identical rows of X."""
+    """Integer query id per row: ``groups`` factorised, or identical rows of X.
+
+    Ids are numbered in order of first appearance, so the same queries get
+    the same ids (hence the same held-out folds) whichever way they were given.
+    """
     if groups is not None:
-        _, ids = np.unique(np.asarray(groups), return_inverse=True)
-        return ids.ravel()
-    return unique_rows(X)[1]
+        _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    else:
+        first, inverse = unique_rows(X)
+    rank = np.empty(len(first), dtype=np.intp)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()]
 
 
 def unique_rows(A):

@@ -45,7 +45,7 @@ def _heldout_queries(X, qids, doc_idx, grades, fold_queries, n_candidates):
 
 
 def select_ridge(pairs, candidates, doc_idx, grades, prior_bases, blend_coefs, alphas,
-                 *, intercept, n_splits, random_state):
+                 *, intercept, n_splits, random_state, fallback=None):
     """Score every (alpha, prior) on held-out queries and return the best pair.
 
     Parameters
@@ -63,6 +63,9 @@ def select_ridge(pairs, candidates, doc_idx, grades, prior_bases, blend_coefs, a
         Candidate strengths for the whole data set (``inf`` allowed). In each
         fold they are scaled by the fold's share of the total weight, so the
         penalty keeps the same strength relative to the data.
+    fallback : tuple (alpha_index, prior_index) or None
+        The conservative candidate (stage 1 kept); the best candidate must
+        beat it by more than one standard error of the per-query gains.
 
     Returns
     -------
@@ -71,27 +74,43 @@ def select_ridge(pairs, candidates, doc_idx, grades, prior_bases, blend_coefs, a
     """
     cand = candidates / np.linalg.norm(candidates, axis=1, keepdims=True).clip(1e-12)
     coefs = np.asarray(blend_coefs, dtype=np.float64).reshape(len(blend_coefs), len(prior_bases))
-    totals = np.zeros((len(alphas), len(coefs)))
-    count, total_weight = 0, float(pairs.weights.sum())
+    per_query = []  # (n_alphas, n_priors, n_heldout) blocks, one per fold
+    total_weight = float(pairs.weights.sum())
     for fold in query_folds(pairs.qids, n_splits, random_state):
         stats = pairs.statistics(exclude=fold, intercept=intercept)
         Xv, rel = _heldout_queries(pairs.X, pairs.qids, doc_idx, grades, fold, len(cand))
         Xv = Xv.astype(np.float64)
-        for ai, alpha in enumerate(alphas):
-            fold_alpha = alpha * stats.weight_sum / total_weight
-            totals[ai] += len(Xv) * _heldout_ndcg(
-                stats, Xv, rel, cand, prior_bases, coefs, fold_alpha, intercept
-            )
-        count += len(Xv)
-    scores = totals / count
+        per_query.append(np.stack([
+            _heldout_ndcg(stats, Xv, rel, cand, prior_bases, coefs,
+                          alpha * stats.weight_sum / total_weight, intercept)
+            for alpha in alphas
+        ]))
+    per_query = np.concatenate(per_query, axis=2)
+    scores = per_query.mean(axis=2)
+    best = _best_index(scores, alphas)
+    if fallback is not None and not _clearly_better(per_query[best], per_query[fallback]):
+        best = fallback
     ai, pi = np.meshgrid(np.arange(len(alphas)), np.arange(len(coefs)), indexing="ij")
     results = {"alpha_index": ai.ravel(), "prior_index": pi.ravel(),
                "mean_ndcg@10": scores.ravel()}
-    return _best_index(scores, alphas), results
+    return best, results
+
+
+def _clearly_better(candidate, fallback):
+    """Paired one-standard-error rule over held-out queries.
+
+    Picking the maximum of a dozen noisy means favours noise; a candidate
+    replaces the conservative fallback (stage 1 kept) only when its mean gain
+    exceeds the standard error of the per-query gains.
+    """
+    gains = candidate - fallback
+    if len(gains) < 2:
+        return False
+    return gains.mean() > gains.std(ddof=1) / np.sqrt(len(gains))
 
 
 def _heldout_ndcg(stats, Xv, rel, cand, prior_bases, coefs, alpha, intercept):
-    """nDCG@10 of the held-out queries for every candidate prior at one alpha.
+    """Per-query nDCG@10 of the held-out queries for every candidate prior at one alpha.
 
     ``W = G^-1 (X^T Y + alpha * sum_j c_j B_j)`` is linear in the blend
     coefficients, so the candidate scores of every blend are combinations of
@@ -109,13 +128,13 @@ def _heldout_ndcg(stats, Xv, rel, cand, prior_bases, coefs, alpha, intercept):
     fit_map = fit_map + intercept
     fit_scores = fit_map @ cand.T
     base_scores = [M @ cand.T for M in base_maps]
-    out = np.empty(len(coefs))
+    out = np.empty((len(coefs), len(Xv)))
     for pi, c in enumerate(coefs):
         Q = fit_map + scale * sum((w * M for w, M in zip(c, base_maps)), 0.0)
         S = fit_scores + scale * sum((w * M for w, M in zip(c, base_scores)), 0.0)
         # Dividing the scores by ||Q|| is ranking by cosine, as transform does.
         S /= np.linalg.norm(Q, axis=1, keepdims=True).clip(1e-12)
-        out[pi] = ndcg_at_k(S, rel, k=10)
+        out[pi] = ndcg_at_k(S, rel, k=10, average=False)
     return out
 
 

