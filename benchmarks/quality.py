@@ -42,6 +42,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -324,7 +325,7 @@ def plot(run, methods, path, title):
                         for c in sorted(cols, key=lambda c: xs[c])])
     ax.set_xlabel("labelled training queries (log scale; 0 = fit_align only)")
     ax.set_ylabel("nDCG@10 (test)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -417,7 +418,7 @@ def _cost_note(cost, doc_encoder):
                        "this CPU; it is several times larger than MiniLM).")
     if doc_encoder == "m2v-mpnet-256":
         return base + ("m2v-mpnet-256 is a static (model2vec) encoder, a table look-up and mean; "
-                       "its cost was not measured here (the model is not installed) and is "
+                       "its cost was not measured here (the distilled model is not shipped with the data) and is expected to be "
                        "negligible next to all-mpnet-base-v2, whose cost was not measured either.")
     return base + "Its cost was not measured here" + (
         f" ({cost['why']})." if cost and "why" in cost else ".")

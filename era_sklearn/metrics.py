@@ -98,20 +98,32 @@ def _top_k_block(scores, k):
     n_cols = scores.shape[1]
     if k >= n_cols:
         return np.argsort(-scores, axis=1, kind="stable")
+    # Fast path: argpartition finds the top k in one pass. It picks arbitrarily
+    # among values tied with the k-th, so rows with such a tie across the cut
+    # (rare with float scores) take the exact, slower path below.
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    kth = values.min(axis=1, keepdims=True)
+    tied = (scores == kth).sum(axis=1) > (values == kth).sum(axis=1)
+    if tied.any():
+        part[tied] = _top_k_with_ties(scores[tied], k)
+        values[tied] = np.take_along_axis(scores[tied], part[tied], axis=1)
+    order = np.lexsort((part, -values), axis=1)  # by score, then lower index
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _top_k_with_ties(scores, k):
+    """Exact top-k set when values tie at the cut: lower column indices win."""
+    n_cols = scores.shape[1]
     # k-th largest value per row; everything strictly above it is kept, and
-    # among values equal to it only the lowest column indices, so that the
-    # cut at k is deterministic (argpartition alone would pick ties at random).
+    # among values equal to it only the lowest column indices.
     kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
     above = scores > kth
     n_missing = k - above.sum(axis=1, keepdims=True)
     at_kth = scores == kth
     keep = above | (at_kth & (np.cumsum(at_kth, axis=1) <= n_missing))
-    # nonzero walks row-major, so each row's indices come out ascending and the
-    # stable sort below keeps lower indices first among ties.
-    indices = np.nonzero(keep)[1].reshape(scores.shape[0], k)
-    values = np.take_along_axis(scores, indices, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(indices, order, axis=1)
+    # nonzero walks row-major, so each row's indices come out ascending.
+    return np.nonzero(keep)[1].reshape(scores.shape[0], k)
 
 
 def top_k(scores, k):

@@ -330,10 +330,10 @@ def test_hybrid_without_the_cheap_half_equals_plain_era():
 def test_hybrid_auto_blend_is_chosen_from_heldout_queries():
     Xa, Ya, Xh, Yl, groups, _ = hybrid_data()
     adapter = ERAAdapter(hybrid=True, random_state=0).fit_align(Xa, Ya)
-    assert adapter.blend_ == 0.5  # the documented 0-label default
+    assert adapter.blend_ == 0.3  # the documented 0-label default
     adapter.fit(Xh, Yl, groups=groups)
     assert 0.0 <= adapter.blend_ <= 1.0
-    assert set(np.unique(adapter.cv_results_["blend"])) > {0.0, 1.0}
+    assert len(np.unique(adapter.cv_results_["blend"])) > 2  # blends were compared
 
 
 def test_hybrid_layout_errors():

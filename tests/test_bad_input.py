@@ -126,7 +126,9 @@ def test_unknown_torch_kwarg_lists_known_settings():
 ACCEPTED = [
     ("float32 X and y", "accepted; the fit and transform stay float32", "test_dtypes"),
     ("float64 X and y", "accepted; stays float64", "test_dtypes"),
-    ("int or float16 X and y", "accepted; converted to float64", "test_dtypes"),
+    ("int or float16 X and y",
+     "accepted; converted to float64 (today float32: FLOAT_DTYPES order bug, strict xfail)",
+     "test_dtypes"),
     ("pandas DataFrame X",
      "accepted; names in `feature_names_in_`, `get_feature_names_out()` works",
      "test_dataframe_feature_names"),
@@ -169,9 +171,9 @@ def test_dataframe_feature_names():
 
 @pytest.mark.parametrize("align", ["procrustes", "lstsq"])
 def test_rank_deficient(align):
-    Xr, Yr = np.repeat(X[:3], 4, axis=0), np.repeat(Y[:3], 4, axis=0)  # 12 rows, rank 3 < 8
+    Xr, Yr = np.repeat(X[:3], 2, axis=0), np.repeat(Y[:3], 2, axis=0)  # 6 rows < 8 cols, rank 3
     est = ERAAdapter(align=align, alpha=1.0).fit_align(Xr, Yr).fit(Xr, Yr)
     assert est.coef_.shape == (8, 4) and np.isfinite(est.coef_).all()
     out = est.transform(Xr)
-    assert out.shape == (12, 4) and np.isfinite(out).all()
+    assert out.shape == (6, 4) and np.isfinite(out).all()
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)

@@ -176,10 +176,10 @@ def test_newer_format_version_is_refused(saved):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (dict(drop="__meta__"), "no '__meta__' entry"),
-        (dict(drop="coef_"), r"missing arrays \['coef_'\]"),
-        (dict(replace={"coef_": np.zeros((3, 6), np.float32)}), "array 'coef_' has shape"),
-        (dict(replace={"coef_": np.zeros((12, 6), np.float32)}), "does not match its checksum"),
+        ({"drop": "__meta__"}, "no '__meta__' entry"),
+        ({"drop": "coef_"}, r"missing arrays \['coef_'\]"),
+        ({"replace": {"coef_": np.zeros((3, 6), np.float32)}}, "array 'coef_' has shape"),
+        ({"replace": {"coef_": np.zeros((12, 6), np.float32)}}, "does not match its checksum"),
     ],
     ids=["no_meta", "missing_array", "wrong_shape", "edited_values"],
 )

@@ -64,7 +64,7 @@ def client():
 
 @pytest.mark.parametrize(
     "params",
-    [dict(), dict(align="lstsq", center=True), dict(hybrid=True, center=True)],
+    [{}, {"align": "lstsq", "center": True}, {"hybrid": True, "center": True}],
     ids=["procrustes", "lstsq_centered", "hybrid"],
 )
 def test_dask_fit_align_matches_in_memory(client, params):
