@@ -250,22 +250,29 @@ def main(argv=None):
         "d_d": D_D,
         "alpha": ALPHA,
     }
+    command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(
+        ["--sizes", *[f"{s:.0e}" for s in args.sizes], "--repeats", str(args.repeats)]
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
         n = int(n)
         t0 = time.perf_counter()
         rows.append(run_size(n, args.repeats))
         print(f"n={n:.0e} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        write(args.out, command, meta, rows, complete=len(rows) == len(args.sizes))
+    print(markdown(rows, meta))
+
+
+def write(out, command, meta, rows, complete):
+    """Write the results so far (after every size: a long run still leaves a record)."""
     table = markdown(rows, meta)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(
-        ["--sizes", *[f"{s:.0e}" for s in args.sizes], "--repeats", str(args.repeats)]
+    status = "" if complete else "(partial: the run has not finished every size yet)\n\n"
+    (out / "speed.json").write_text(
+        json.dumps({"command": command, "complete": complete, "meta": meta, "rows": rows},
+                   indent=2) + "\n"
     )
-    (args.out / "speed.json").write_text(
-        json.dumps({"command": command, "meta": meta, "rows": rows}, indent=2) + "\n"
-    )
-    (args.out / "speed.md").write_text(f"Command: `{command}`\n\n" + table)
+    (out / "speed.md").write_text(f"Command: `{command}`\n\n{status}" + table)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,26 @@ DEFAULT_BLEND = 0.3
 MIN_QUERIES_FOR_SELECTION = 4
 
 
+class _SolvedOnRead:
+    """A fitted map attribute that first solves a pending ``partial_fit_align``."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        if obj.__dict__.get("_align_pending"):
+            obj._solve_pending_align()
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = value
+
+
 class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Query-side retrieval adapter learned in two stages: align, then train.
 
@@ -181,6 +201,12 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         "random_state": ["random_state"],
     }
 
+    # The map is solved lazily after partial_fit_align (one SVD, not one per chunk).
+    coef_ = _SolvedOnRead()
+    intercept_ = _SolvedOnRead()
+    align_coef_ = _SolvedOnRead()
+    align_intercept_ = _SolvedOnRead()
+
     def __init__(
         self,
         align="procrustes",
@@ -290,7 +316,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
             return fit_align_dask(self, X, y, sample_weight)
         X = self._check_X(X, reset=True, min_samples=2)
-        Y = self._check_Y(y, X)
+        Y = self._check_Y(y, X)  # a refit starts over: no width to match
         X = self._normalize_X(X, Y.shape[1])
         if self.hybrid:
             _check_tail_is_y(X, Y)
@@ -327,29 +353,32 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             )
         first_call = getattr(self, "align_stats_", None) is None
         X = self._check_X(X, reset=first_call, min_samples=1)
-        Y = self._check_Y(y, X) if first_call else self._check_Y_width(y, X)
+        Y = self._check_Y(y, X, expected_width=None if first_call else self._n_features_out)
         X = self._normalize_X(X, Y.shape[1])
-        sample_weight, _ = check_sample_weight_and_groups(sample_weight, None, len(X), X.dtype)
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
+        if sample_weight is not None:
+            sample_weight, _ = check_sample_weight_and_groups(
+                sample_weight, None, len(X), X.dtype
+            )
         chunk = PairStatistics.from_arrays(
             Xq, Y, sample_weight, gram=self.align == "lstsq" or self.scale
         )
-        stats = chunk if first_call else self.align_stats_ + chunk
-        self._set_align(stats, Y.shape[1])
+        self.align_stats_ = chunk if first_call else self.align_stats_ + chunk
+        self._n_features_out = Y.shape[1]
+        # Solving after every chunk would cost an SVD per chunk; the map is
+        # solved once, when a fitted attribute is next read.
+        self._align_pending = True
         return self
 
-    def _check_Y_width(self, Y, X):
-        Y = self._check_Y(Y, X)
-        if Y.shape[1] != self._n_features_out:
-            raise ValueError(
-                f"Y has {Y.shape[1]} features, but earlier chunks had {self._n_features_out}."
-            )
-        return Y
+    def _solve_pending_align(self):
+        self._align_pending = False
+        self._set_align(self.align_stats_, self._n_features_out)
 
     def _set_align(self, stats, d_d, W=None, b=None):
         """Store stage 1 (solving it from ``stats`` unless given) and reset stage 2."""
         if W is None:
             W, b = self._solve_align(stats)
+        self._align_pending = False
         self.align_stats_ = stats
         self.align_coef_, self.align_intercept_ = W, b
         self._n_features_out = d_d
@@ -439,7 +468,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if prior is None:
             self.align_coef_ = self.align_intercept_ = self.align_history_ = None
         X = self._check_X(X, reset=prior is None, min_samples=2)
-        Y = self._check_Y(y, X)
+        Y = self._check_Y(y, X, expected_width=None if prior is None else prior[0].shape[1])
         X = self._normalize_X(X, Y.shape[1])
         sample_weight, groups = check_sample_weight_and_groups(
             sample_weight, groups, len(X), X.dtype
@@ -663,14 +692,13 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         tail = l2_normalize(X[:, -d_d:], name="X (document-encoder block)")
         return np.hstack([head, tail])
 
-    def _check_Y(self, Y, X):
-        """Validate Y against X's rows, the fitted width and the hybrid layout."""
+    def _check_Y(self, Y, X, expected_width=None):
+        """Validate Y against X's rows, the stage-1 width and the hybrid layout."""
         Y = as_target_matrix(Y, X.shape[0], dtype=X.dtype)
-        expected = getattr(self, "_n_features_out", None)
-        if getattr(self, "align_coef_", None) is not None and Y.shape[1] != expected:
+        if expected_width is not None and Y.shape[1] != expected_width:
             raise ValueError(
                 f"Y has {Y.shape[1]} features, but the stage-1 map of this ERAAdapter outputs "
-                f"{expected} (the document encoder's width)."
+                f"{expected_width} (the document encoder's width)."
             )
         if self.hybrid and X.shape[1] <= Y.shape[1]:
             raise ValueError(

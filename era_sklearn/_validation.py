@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 from sklearn.utils.validation import check_array
 
-FLOAT_DTYPES = (np.float32, np.float64)
+# float64 first: other dtypes (int, float16) convert to it; float32 stays float32.
+FLOAT_DTYPES = (np.float64, np.float32)
 
 
 def as_float_matrix(A, name, *, dtype=FLOAT_DTYPES, min_samples=1):

@@ -127,7 +127,7 @@ ACCEPTED = [
     ("float32 X and y", "accepted; the fit and transform stay float32", "test_dtypes"),
     ("float64 X and y", "accepted; stays float64", "test_dtypes"),
     ("int or float16 X and y",
-     "accepted; converted to float64 (today float32: FLOAT_DTYPES order bug, strict xfail)",
+     "accepted; converted to float64 (float16 has too little precision for the solvers)",
      "test_dtypes"),
     ("pandas DataFrame X",
      "accepted; names in `feature_names_in_`, `get_feature_names_out()` works",
@@ -136,22 +136,13 @@ ACCEPTED = [
      "test_rank_deficient"),
 ]
 
-# FLOAT_DTYPES in _validation.py lists float32 first, and check_array converts
-# any other dtype to the FIRST entry: int / float16 currently become float32.
-LOW_PRECISION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="_validation.FLOAT_DTYPES = (float32, float64) makes check_array cast int/float16 "
-           "to float32; ordering it (float64, float32) gives the documented float64.",
-)
-
-
 @pytest.mark.parametrize(
     "dtype, expected",
     [
         (np.float32, np.float32),
         (np.float64, np.float64),
-        pytest.param(np.int64, np.float64, marks=LOW_PRECISION_BUG),
-        pytest.param(np.float16, np.float64, marks=LOW_PRECISION_BUG),
+        (np.int64, np.float64),
+        (np.float16, np.float64),
     ],
 )
 def test_dtypes(dtype, expected):
