@@ -431,9 +431,26 @@ def measure(dataset, doc_encoder, query_encoder, args, methods, log):
     budgets = args.budgets if args.protocol == "official" else None
     log(f"== {dataset}: queries {query_encoder} -> documents {doc_encoder}, protocol "
         f"{args.protocol}, seeds {args.seeds}, {args.jobs} worker process(es)")
+    git = _git_state()
     run = run_one(dataset, doc_encoder, query_encoder, args.seeds, budgets, methods,
                   args.protocol, log, args.jobs)
+    run["git"] = git
     return run, time.perf_counter() - t0
+
+
+def _git_state():
+    """HEAD commit and uncommitted changes of the package, for the record."""
+    import subprocess
+
+    root = Path(era_sklearn.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "era_sklearn"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        return {"commit": head, "era_sklearn_uncommitted": [d.strip() for d in dirty if d.strip()]}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "era_sklearn_uncommitted": None}
 
 
 def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, run, wall):
@@ -485,6 +502,7 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
         "command": command,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "package_version": era_sklearn.__version__,
+        "git": run.get("git"),
         "wall_time_s": wall,
         "settings": {
             "dataset": dataset, "doc_encoder": doc_encoder, "query_encoder": query_encoder,

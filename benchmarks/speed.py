@@ -178,15 +178,15 @@ def fmt_s(s):
 
 def markdown(rows, meta):
     lines = [
-        f"float32, d_q={D_Q}, d_d={D_D}; fastest of {meta['repeats']} alternating rounds; "
+        (f"float32, d_q={D_Q}, d_d={D_D}; fastest of {meta['repeats']} alternating rounds; "
         f"{meta['cpu_count']} CPUs, numpy {meta['numpy']}, scikit-learn {meta['sklearn']}, "
-        f"scipy {meta['scipy']}.",
+        f"scipy {meta['scipy']}."),
         "",
-        "Stage 1 (`fit_align`). Targets: closed form within "
-        f"{TARGET_FIT}x of the GEMM floor (`X.T @ X` + `X.T @ Y`) at n >= 1e5.",
+        ("Stage 1 (`fit_align`). Targets: closed form within "
+        f"{TARGET_FIT}x of the GEMM floor (`X.T @ X` + `X.T @ Y`) at n >= 1e5."),
         "",
-        "| n | GEMM floor | X.T@Y only | procrustes | ratio | lstsq | ratio | sklearn Ridge | ratio "
-        "| scipy procrustes | peak MB procrustes / lstsq / Ridge / floor |",
+        ("| n | GEMM floor | X.T@Y only | procrustes | ratio | lstsq | ratio | sklearn Ridge | ratio "
+        "| scipy procrustes | peak MB procrustes / lstsq / Ridge / floor |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -202,8 +202,8 @@ def markdown(rows, meta):
         )
     lines += [
         "",
-        f"scipy's `orthogonal_procrustes` needs equal widths: it runs on Y zero-padded to {D_Q} "
-        f"columns (padding not timed), and only up to n = {MAX_N_SCIPY:.0e} (memory).",
+        (f"scipy's `orthogonal_procrustes` needs equal widths: it runs on Y zero-padded to {D_Q} "
+        f"columns (padding not timed), and only up to n = {MAX_N_SCIPY:.0e} (memory)."),
         "",
         f"`transform` against a bare `X @ W` (same W, float32). Target: within {TARGET_TRANSFORM}x.",
         "",

@@ -18,6 +18,7 @@ from ._validation import (
     as_target_matrix,
     check_sample_weight_and_groups,
     l2_normalize,
+    row_norms,
 )
 from .metrics import retrieval_score
 
@@ -80,7 +81,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         ``"contrastive"``: torch training with InfoNCE and hard negatives
         (ERA's stage 2), started from the stage-1 map; settings ``adapt__*``.
     alpha : float or "auto", default="auto"
-        Stage-2 ridge strength toward the stage-1 map. ``"auto"`` picks it
+        Stage-2 ridge strength toward the stage-1 map (``inf`` keeps stage 1
+        unchanged). ``"auto"`` picks it
         (and ``blend`` when ``hybrid=True``) by nDCG@10 of held-out labelled
         queries, always including ``alpha = inf`` (keep stage 1), so stage 2
         cannot do worse than stage 1 on the held-out queries.
@@ -183,7 +185,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     _parameter_constraints = {
         "align": [StrOptions(set(CLOSED_FORM_ALIGN + TORCH_ALIGN))],
         "adapt": [StrOptions({"ridge", "contrastive"})],
-        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "alpha": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
         "alphas": ["array-like", None],
         "align_alpha": [Interval(Real, 0, None, closed="left")],
         "center": ["boolean"],
@@ -320,7 +322,10 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._normalize_X(X, Y.shape[1])
         if self.hybrid:
             _check_tail_is_y(X, Y)
-        sample_weight, _ = check_sample_weight_and_groups(sample_weight, None, len(X), X.dtype)
+        if sample_weight is not None:  # None keeps the unweighted (copy-free) statistics
+            sample_weight, _ = check_sample_weight_and_groups(
+                sample_weight, None, len(X), X.dtype
+            )
         stats, W, b = self._align_map(X, Y, sample_weight)
         self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
         return self
@@ -621,7 +626,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             length when ``normalize_output=True``.
         """
         check_is_fitted(self, "coef_")
-        X = self._check_X(X, reset=False)
+        # Finiteness is checked on the (narrower) output below instead of on X:
+        # a NaN or inf anywhere in a row of X makes that output row non-finite.
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         coef = self.coef_ if self.coef_.dtype == X.dtype else self.coef_.astype(X.dtype)
         # normalise(normalise(x) W) == normalise(x W) for a linear map without
         # intercept: skip the input pass then (a full extra read of X).
@@ -638,9 +645,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             out += numpy_residual(self.module_params_, X)
         if np.any(self.intercept_):
             out += self.intercept_.astype(X.dtype, copy=False)
+        if not np.isfinite(row_norms(out)).all():
+            raise ValueError("Input X contains NaN or infinity.")
         if self.normalize_output:
             name = "X" if scale_free and self.normalize_input else "The mapped queries (X @ coef_)"
-            out = l2_normalize(out, name=name)
+            out = l2_normalize(out, name=name, copy=False)  # out is ours: divide in place
         return out
 
     def score(self, X, y, sample_weight=None):

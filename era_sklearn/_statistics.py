@@ -27,23 +27,33 @@ class PairStatistics:
 
     @classmethod
     def from_arrays(cls, X, Y, sample_weight=None, *, gram=True):
-        """Statistics of one chunk; the GEMMs run in the inputs' dtype."""
+        """Statistics of one chunk; the GEMMs run in the inputs' dtype.
+
+        Weights are applied to the narrower side where possible: ``X^T (w Y)``
+        copies Y, not X, and the Gram uses ``sqrt(w) X`` once.
+        """
         if sample_weight is None:
-            Xw = X
+            w = None
             weight_sum = float(X.shape[0])
             x_sum, y_sum = X.sum(axis=0), Y.sum(axis=0)
+            Yw, Xs = Y, X
         else:
             w = np.asarray(sample_weight, dtype=X.dtype)
-            Xw = X * w[:, None]
-            weight_sum = float(w.sum())
-            x_sum, y_sum = Xw.sum(axis=0), w @ Y
+            weight_sum = float(w.sum(dtype=np.float64))
+            x_sum, y_sum = w @ X, w @ Y
+            Yw = Y * w[:, None]
+            Xs = X * np.sqrt(w)[:, None] if gram else None
+        # Row norms in the input dtype, summed in float64: a float64 einsum
+        # over the whole matrix would cost more than the GEMMs themselves.
+        row_sq = np.einsum("ij,ij->i", X, X)
+        x_sqnorm = float(row_sq.sum(dtype=np.float64) if w is None else row_sq @ w)
         return cls(
             weight_sum=weight_sum,
             x_sum=x_sum.astype(np.float64),
             y_sum=y_sum.astype(np.float64),
-            x_sqnorm=float(np.einsum("ij,ij->", Xw, X, dtype=np.float64)),
-            xty=(Xw.T @ Y).astype(np.float64),
-            xtx=(Xw.T @ X).astype(np.float64) if gram else None,
+            x_sqnorm=x_sqnorm,
+            xty=(X.T @ Yw).astype(np.float64),
+            xtx=(Xs.T @ Xs).astype(np.float64) if gram else None,
         )
 
     def __add__(self, other):

@@ -47,28 +47,38 @@ def as_target_matrix(Y, n_rows, *, dtype):
     return Y
 
 
-def l2_normalize(A, *, name="X", zero_rows="raise"):
+def row_norms(A):
+    """Euclidean norm of each row, without the n x d temporary of np.linalg.norm."""
+    return np.sqrt(np.einsum("ij,ij->i", A, A))
+
+
+def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     """Scale rows to unit L2 norm; an all-zero row is an error, not a NaN.
 
     With ``zero_rows="warn"`` such rows stay zero (they carry no direction, so
-    they add nothing to the fit) and a warning names them.
+    they add nothing to the fit) and a warning names them. ``copy=False``
+    divides ``A`` in place (for arrays the caller owns).
     """
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    norms = row_norms(A)[:, None]
     zero = np.flatnonzero(norms[:, 0] == 0)
-    if zero.size and zero_rows == "warn":
+    if zero.size and zero_rows == "raise":
+        raise ValueError(
+            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they cannot be "
+            "L2-normalised. Remove them or set normalize_input=False."
+        )
+    if zero.size:
         warnings.warn(
             f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they stay zero "
             "and add nothing to the fit.",
             UserWarning,
             stacklevel=3,
         )
-        return A / np.where(norms == 0, 1, norms).astype(A.dtype, copy=False)
-    if zero.size:
-        raise ValueError(
-            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they cannot be "
-            "L2-normalised. Remove them or set normalize_input=False."
-        )
-    return A / norms.astype(A.dtype, copy=False)
+        norms[zero] = 1
+    norms = norms.astype(A.dtype, copy=False)
+    if copy:
+        return A / norms
+    A /= norms
+    return A
 
 
 def check_sample_weight_and_groups(sample_weight, groups, n_rows, dtype):

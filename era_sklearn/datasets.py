@@ -51,6 +51,18 @@ class RetrievalDataset:
         Query id to ``{document id: grade}``; only grades > 0 are kept.
     instructions : dict of str to str or None
         Query id to its task instruction (MAIR), or None when the task has none (BEIR).
+
+    Examples
+    --------
+    >>> from era_sklearn.datasets import RetrievalDataset
+    >>> ds = RetrievalDataset(
+    ...     corpus={"d1": "Aspirin thins blood."},
+    ...     queries={"q1": "Does aspirin thin blood?"},
+    ...     qrels={"q1": {"d1": 1}},
+    ...     instructions={"q1": "Find medical evidence."},
+    ... )
+    >>> ds.query_texts()
+    {'q1': 'Find medical evidence. Does aspirin thin blood?'}
     """
 
     corpus: dict[str, str]
@@ -89,6 +101,15 @@ class EmbeddingSet:
         Row ``i`` of ``corpus`` (``queries``) embeds ``corpus_ids[i]`` (``query_ids[i]``).
     corpus : ndarray of shape (n_docs, dim), float32
     queries : ndarray of shape (n_queries, dim), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn.datasets import EmbeddingSet
+    >>> emb = EmbeddingSet(["d1", "d2"], ["q1"], np.eye(2, dtype=np.float32),
+    ...                    np.ones((1, 2), dtype=np.float32))
+    >>> emb.corpus.shape, emb.query_ids
+    ((2, 2), ['q1'])
     """
 
     corpus_ids: list[str]

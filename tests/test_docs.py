@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = ["quickstart.md", "user_guide.md"]
-_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.S | re.M)
+_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 
 
 def python_blocks(page):
