@@ -21,8 +21,8 @@ __all__ = [
     "ERAAdapter",
     "ExactIndex",
     "HNSWIndex",
+    "__version__",
     "datasets",
     "metrics",
     "search",
-    "__version__",
 ]

@@ -1,6 +1,7 @@
 """ERAAdapter: the align-then-train query adapter as one scikit-learn transformer."""
 
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -182,7 +183,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     1.0
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "align": [StrOptions(set(CLOSED_FORM_ALIGN + TORCH_ALIGN))],
         "adapt": [StrOptions({"ridge", "contrastive"})],
         "alpha": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
@@ -326,7 +327,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             sample_weight, _ = check_sample_weight_and_groups(
                 sample_weight, None, len(X), X.dtype
             )
-        stats, W, b = self._align_map(X, Y, sample_weight)
+        _, W, b = self._align_map(X, Y, sample_weight)
         self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
         return self
 

@@ -56,7 +56,7 @@ def test_procrustes_scale_recovers_global_factor():
 
 
 def test_centering_learns_the_offset():
-    X, Y, R = planted()
+    X, Y, _R = planted()
     offset = np.linspace(-1, 1, Y.shape[1])
     adapter = ERAAdapter(normalize_input=False, normalize_output=False, center=True)
     adapter.fit_align(X + 5.0, Y + offset)
@@ -79,7 +79,7 @@ def aligned_and_labels(seed=0):
 
 def test_stage2_alpha_limits():
     X, Y, Xl, Yl, _ = aligned_and_labels()
-    kw = dict(normalize_input=False)
+    kw = {"normalize_input": False}
     stage1 = ERAAdapter(**kw).fit_align(X, Y).align_coef_
     huge = ERAAdapter(alpha=1e12, **kw).fit_align(X, Y).fit(Xl, Yl)
     np.testing.assert_allclose(huge.coef_, stage1, atol=1e-8)
@@ -143,7 +143,7 @@ def test_balanced_weighting_gives_each_query_one_unit():
     X, Y, Xl, Yl, groups = aligned_and_labels()
     extra = np.flatnonzero(groups == 0)
     Xd, Yd = np.vstack([Xl, Xl[extra]]), np.vstack([Yl, Yl[extra]])
-    kw = dict(alpha=1.0, normalize_input=False)
+    kw = {"alpha": 1.0, "normalize_input": False}
     base = ERAAdapter(**kw).fit_align(X, Y).fit(Xl, Yl)
     dup = ERAAdapter(**kw).fit_align(X, Y).fit(Xd, Yd)
     np.testing.assert_allclose(base.coef_, dup.coef_, atol=1e-10)
@@ -160,7 +160,7 @@ def test_label_only_without_fit_align():
 
 
 def test_corpus_is_used_for_heldout_ranking():
-    X, Y, Xl, Yl, groups = aligned_and_labels()
+    X, Y, Xl, Yl, _groups = aligned_and_labels()
     rng = np.random.default_rng(3)
     corpus = np.vstack([Yl, rng.normal(size=(300, Yl.shape[1]))])
     adapter = ERAAdapter(random_state=0).fit_align(X, Y).fit(Xl, Yl, corpus=corpus)
@@ -181,7 +181,7 @@ def test_transform_output_is_normalised_and_float32_stays_float32():
 
 
 def test_score_is_ndcg_against_distinct_targets():
-    X, Y, R = planted()
+    X, Y, _R = planted()
     adapter = ERAAdapter(normalize_input=False).fit_align(X, Y)
     assert adapter.score(X[:50], Y[:50]) == pytest.approx(1.0)
     shuffled = Y[:50][np.random.default_rng(0).permutation(50)]
@@ -190,7 +190,7 @@ def test_score_is_ndcg_against_distinct_targets():
 
 # -- scikit-learn integration -----------------------------------------------------
 def test_pipeline_with_pca():
-    X, Y, Xl, Yl, _ = aligned_and_labels()
+    _X, _Y, Xl, Yl, _ = aligned_and_labels()
     rng = np.random.default_rng(0)
     Xwide = np.hstack([Xl, rng.normal(size=(len(Xl), 80))])
     pipe = Pipeline([("pca", PCA(64, random_state=0)), ("era", ERAAdapter(random_state=0))])
@@ -259,7 +259,7 @@ def test_partial_fit_align_equals_fit_align():
 
 
 # -- torch path through the estimator -------------------------------------------
-TORCH_FAST = dict(adapt__max_epochs=5, adapt__batch_size=32, align__max_epochs=2)
+TORCH_FAST = {"adapt__max_epochs": 5, "adapt__batch_size": 32, "align__max_epochs": 2}
 
 
 def test_contrastive_is_deterministic_and_records_history():
@@ -318,7 +318,7 @@ def test_hybrid_blend_zero_is_the_cheap_baseline():
 
 def test_hybrid_without_the_cheap_half_equals_plain_era():
     X, Y, Xl, Yl, _ = aligned_and_labels()
-    kw = dict(alpha=0.5, normalize_input=False, normalize_output=False)
+    kw = {"alpha": 0.5, "normalize_input": False, "normalize_output": False}
     plain = ERAAdapter(**kw).fit_align(X, Y).fit(Xl, Yl)
     hybrid = ERAAdapter(hybrid=True, blend=1.0, **kw)
     hybrid.fit_align(np.hstack([X, Y]), Y).fit(np.hstack([Xl, np.zeros_like(Yl)]), Yl)
@@ -337,7 +337,7 @@ def test_hybrid_auto_blend_is_chosen_from_heldout_queries():
 
 
 def test_hybrid_layout_errors():
-    Xa, Ya, Xh, Yl, _, _ = hybrid_data()
+    Xa, Ya, _Xh, _Yl, _, _ = hybrid_data()
     with pytest.raises(ValueError, match="not more than the 8 of the document space"):
         ERAAdapter(hybrid=True).fit_align(Xa[:, :8], Ya)
     shuffled = np.hstack([Xa[:, :-8], Ya[::-1]])
