@@ -281,13 +281,13 @@ class HNSWIndex(_BaseIndex):
 
     See Also
     --------
-    era_sklearn._search.ExactIndex : Exact search with the same surface.
+    era_sklearn.ExactIndex : Exact search with the same surface.
     sklearn.neighbors.NearestNeighbors : Exact neighbours in scikit-learn.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from era_sklearn._hnsw import HNSWIndex
+    >>> from era_sklearn import HNSWIndex
     >>> rng = np.random.default_rng(0)
     >>> docs = rng.normal(size=(100, 8)).astype(np.float32)
     >>> index = HNSWIndex(n_neighbors=3, random_state=0).fit(docs, ids=[f"d{i}" for i in range(100)])
@@ -391,7 +391,7 @@ class HNSWIndex(_BaseIndex):
         Examples
         --------
         >>> import tempfile, numpy as np
-        >>> from era_sklearn._hnsw import HNSWIndex
+        >>> from era_sklearn import HNSWIndex
         >>> docs = np.random.default_rng(0).normal(size=(50, 4))
         >>> index = HNSWIndex(n_neighbors=2).fit(docs)
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -433,7 +433,7 @@ class HNSWIndex(_BaseIndex):
         Examples
         --------
         >>> import tempfile, numpy as np
-        >>> from era_sklearn._hnsw import HNSWIndex
+        >>> from era_sklearn import HNSWIndex
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     path = HNSWIndex(ef=50).fit(np.eye(3)).save(tmp + "/idx")
         ...     HNSWIndex.load(path).ef

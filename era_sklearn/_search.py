@@ -50,12 +50,12 @@ class ExactIndex(_BaseIndex):
 
     See Also
     --------
-    era_sklearn._hnsw.HNSWIndex : Approximate index with the same surface.
+    era_sklearn.HNSWIndex : Approximate index with the same surface.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from era_sklearn._search import ExactIndex
+    >>> from era_sklearn import ExactIndex
     >>> docs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> index = ExactIndex(n_neighbors=2).fit(docs, ids=["a", "b", "c"])
     >>> dist, ids = index.kneighbors([[1.0, 0.1]], return_ids=True)
@@ -136,7 +136,7 @@ def search(adapter, index, X, k=10):
     --------
     >>> import numpy as np
     >>> from sklearn.preprocessing import FunctionTransformer
-    >>> from era_sklearn._search import ExactIndex, search
+    >>> from era_sklearn import ExactIndex, search
     >>> docs = np.array([[1.0, 0.0], [0.0, 1.0]])
     >>> swap = FunctionTransformer(lambda X: X[:, ::-1])
     >>> ids, scores = search(swap, ExactIndex().fit(docs, ids=["x", "y"]), np.array([[0.0, 2.0]]), k=1)
@@ -167,8 +167,8 @@ class AdaptedSearch:
     --------
     >>> import numpy as np
     >>> from sklearn.preprocessing import FunctionTransformer
-    >>> from era_sklearn._hnsw import HNSWIndex
-    >>> from era_sklearn._search import AdaptedSearch
+    >>> from era_sklearn import HNSWIndex
+    >>> from era_sklearn import AdaptedSearch
     >>> docs = np.random.default_rng(0).normal(size=(20, 3))
     >>> engine = AdaptedSearch(FunctionTransformer(), HNSWIndex().fit(docs))
     >>> ids, scores = engine.search(docs[[4]], k=2)
