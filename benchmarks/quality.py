@@ -37,24 +37,24 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import textwrap
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import era_sklearn  # noqa: E402
-from era_sklearn.datasets import load_beir, load_embeddings, qrels_to_pairs, shared_dir  # noqa: E402
-from era_sklearn.metrics import ndcg_at_k, qrels_to_matrix, recall_at_k  # noqa: E402
+import era_sklearn
+from era_sklearn.datasets import load_beir, load_embeddings, qrels_to_pairs, shared_dir
+from era_sklearn.metrics import ndcg_at_k, qrels_to_matrix, recall_at_k
 
-from . import _quality_methods as qm  # noqa: E402
+from . import _quality_methods as qm
 
 DATASETS = ("scifact", "nfcorpus")
 DOC_ENCODERS = ("all-MiniLM-L6-v2", "m2v-mpnet-256")
@@ -136,8 +136,8 @@ def paper_splits(data, ratios, seed):
     pool = order[n_test + n_val:]
     out = []
     for r in ratios:
-        k = min(int(round(r * n)), len(pool))
-        out.append((f"{int(round(100 * r))}%", k, {q: merged[q] for q in pool[:k]}))
+        k = min(round(r * n), len(pool))
+        out.append((f"{round(100 * r)}%", k, {q: merged[q] for q in pool[:k]}))
     return out, {q: merged[q] for q in test}, {"n_queries": n, "n_test": n_test,
                                                  "n_validation_unused": n_val,
                                                  "n_train_pool": len(pool)}
@@ -206,7 +206,7 @@ def _fit_cell(task):
         if getattr(adapter, attr, None) is not None:
             scores[key] = float(getattr(adapter, attr))
     if getattr(adapter, "history_", None):
-        scores["epochs"] = len(adapter.history_)
+        scores["epochs"] = len(adapter.history_["epochs"]) - 1  # epoch 0 is the start
     return {"seed": seed, **scores}
 
 
@@ -264,7 +264,7 @@ def run_one(dataset, doc_encoder, query_encoder, seeds, budgets, methods, protoc
     return {
         "columns": columns, "results": results, "references": refs,
         "fit_times": fit_times, "n_labelled": n_labelled, "split_info": split_info,
-        "n_test_queries": int(len(ev.rows)),
+        "n_test_queries": len(ev.rows),
     }
 
 
@@ -340,7 +340,7 @@ def check_targets(run, methods, dataset, doc_encoder, protocol):
     if protocol != "official":
         return []
     res = run["results"]
-    mean = lambda name, col, metric="ndcg@10": (  # noqa: E731
+    mean = lambda name, col, metric="ndcg@10": (
         _mean_std([r[metric] for r in res[name][col]])[0]
         if name in res and col in res[name] else None)
     cheap = _mean_std([r["ndcg@10"] for r in run["references"]["cheap->cheap"]])[0]
@@ -445,9 +445,9 @@ def _git_state():
     root = Path(era_sklearn.__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+                              text=True, timeout=10, check=False).stdout.strip() or None
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "era_sklearn"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+                               capture_output=True, text=True, timeout=10, check=False).stdout.split("\n")
         return {"commit": head, "era_sklearn_uncommitted": [d.strip() for d in dirty if d.strip()]}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "era_sklearn_uncommitted": None}
@@ -478,13 +478,13 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
     md = [
         f"# Retrieval quality: {title}", "",
         f"Command: `{command}`  ",
-        f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; era-sklearn "
-        f"{era_sklearn.__version__}; wall time {wall:.1f} s (this data set / encoder).", "",
-        "Every test query ranks the full corpus (cheap encoder, L2-normalised) by cosine with "
+        (f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; era-sklearn "
+        f"{era_sklearn.__version__}; wall time {wall:.1f} s (this data set / encoder)."), "",
+        ("Every test query ranks the full corpus (cheap encoder, L2-normalised) by cosine with "
         "`adapter.transform(query)`. Cells: mean ± std over seeds. `fit s`: mean seconds per "
         "fit (fit_align + fit) over the labelled cells (over the seeds for 0-label rows), "
         f"measured in {args.jobs} single-threaded worker process(es) running side by side. "
-        "Every fit gets `random_state=seed` and `corpus=` the cheap corpus.", "",
+        "Every fit gets `random_state=seed` and `corpus=` the cheap corpus."), "",
         cols_note, "", default_note + ".", "",
         "## nDCG@10", "", t_nd, "", "## recall@100", "", t_rc, "",
         "## Hybrid query cost", "", _cost_note(cost, doc_encoder), "",
@@ -555,7 +555,7 @@ def main(argv=None):
             p.error(f"--budgets takes positive integers or 'all', not {b!r}")
     methods = qm.resolve(args.methods)
     t0 = time.perf_counter()
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda s: print(s, file=sys.stderr, flush=True)
     runs = ([(d, e) for d in DATASETS for e in DOC_ENCODERS] if args.all
             else [(args.dataset, args.doc_encoder)])
     measured = [(d, e, *measure(d, e, args.query_encoder, args, methods, log)) for d, e in runs]

@@ -150,7 +150,7 @@ def main(argv=None):
                                      max_epochs=args.epochs, patience=None,
                                      validation_fraction=vf, random_state=0, device=device,
                                      **hp)
-            _keep_fastest(rows, label, [e["seconds"] for e in hist.epochs])
+            _keep_fastest(rows, label, [e["seconds"] for e in hist.epochs if e["epoch"] > 0])
     report(rows, source=source, device=device, n_rows=len(X), epochs=args.epochs, hp=hp)
 
 

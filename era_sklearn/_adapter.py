@@ -80,7 +80,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Stage-2 solver. ``"ridge"``: closed-form
         ``argmin ||X W - Y||^2 + alpha ||W - W_align||^2``.
         ``"contrastive"``: torch training with InfoNCE and hard negatives
-        (ERA's stage 2), started from the stage-1 map; settings ``adapt__*``.
+        (ERA's stage 2), started from the stage-1 map as in the paper (or,
+        with ``adapt__warm_start="ridge"``, from the closed-form stage-2
+        map), which also mines the hard negatives. The closed-form
+        ``"ridge"`` map is fitted too and kept instead when it ranks the
+        validation queries better; settings ``adapt__*``.
     alpha : float or "auto", default="auto"
         Stage-2 ridge strength toward the stage-1 map (``inf`` keeps stage 1
         unchanged). ``"auto"`` picks it
@@ -159,10 +163,13 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Held-out scores of every candidate when ``alpha="auto"``.
     module_params_ : dict of ndarray or None
         Weights of the torch MLP branch (``model="mlp"``), as numpy arrays.
-    history_ : list of dict or None
-        Torch stage-2 training history (one dict per epoch).
-    align_history_ : list of dict or None
-        Torch stage-1 training history.
+    history_ : dict or None
+        Torch stage-2 training history: ``epochs`` (one dict per epoch with
+        ``epoch``, ``train_loss``, ``valid_loss``, ``lr``, ``seconds``; epoch 0
+        is the starting map), ``best_epoch``, ``best_valid_loss``,
+        ``stop_reason`` and ``restored_best``.
+    align_history_ : dict or None
+        Torch stage-1 training history, same layout.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Defined when ``X`` has string column names (pandas).
@@ -485,21 +492,35 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             corpus = self._check_corpus(corpus, Y)
         W_align, b = prior if prior is not None else (None, np.zeros(Y.shape[1]))
         self._n_features_out = Y.shape[1]
-        if self.adapt == "contrastive" and prior is not None:
-            # ERA's recipe: training starts from (and mines with) the stage-1 map.
-            blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
-            W = self._prior(W_align, blend)
-            self.alpha_, self.blend_, self.cv_results_ = None, self._blend_value(blend), None
-        else:
-            W, self.alpha_, self.blend_, self.cv_results_ = self._fit_ridge(
-                X, Y, weights, qids, sample_weight, corpus, W_align, b
-            )
+        W, self.alpha_, self.blend_, self.cv_results_ = self._fit_ridge(
+            X, Y, weights, qids, sample_weight, corpus, W_align, b
+        )
         self._set_map(W.astype(X.dtype), b)
         self.history_ = None
         if self.adapt == "contrastive":
             from ._torch_fit import train_adapt
 
-            train_adapt(self, X, Y, qids, corpus)
+            warm_start = self._torch_settings("adapt")["warm_start"]
+            if warm_start not in ("ridge", "align"):
+                raise ValueError(
+                    f"adapt__warm_start must be 'ridge' or 'align', got {warm_start!r}."
+                )
+            start = W
+            if prior is not None and warm_start == "align":
+                # ERA's paper: training starts from (and mines with) the stage-1 map.
+                blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
+                start = self._prior(W_align, blend)
+            def ridge_without(rows_out):
+                """The chosen closed-form map, refitted without some rows."""
+                keep = np.setdiff1d(np.arange(len(X)), rows_out)
+                stats = QueryPairs(X[keep], Y[keep], weights[keep], qids[keep]).statistics(
+                    intercept=b
+                )
+                return ridge(stats, self.alpha_, self._ridge_prior).astype(X.dtype)
+
+            train_adapt(self, X, Y, qids, corpus, start=start.astype(X.dtype),
+                        ridge_without=ridge_without)
+            del self._ridge_prior
         return self
 
     def _stage1_prior(self):
@@ -548,6 +569,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             results["blend"] = np.asarray(blends, dtype=float)[results.pop("prior_index")]
         prior = _combine(bases, coefs[best[1]], X.shape[1], Y.shape[1])
         W = ridge(stats, alphas[best[0]], prior)
+        self._ridge_prior = prior  # for a held-out refit against torch (see _torch_fit)
         return W.astype(X.dtype), float(alphas[best[0]]), self._blend_value(blends[best[1]]), results
 
     def _alpha_candidates(self, stats, has_prior):

@@ -7,7 +7,13 @@ accepted by ``set_params``, so ``clone`` and ``GridSearchCV`` treat them like
 any other parameter (``param_grid={"adapt__lr": [1e-4, 1e-3]}``).
 """
 
-#: Every accepted setting with its default. ``align__*`` follow ERA's stage 1,
+#: Every accepted setting with its default. ``adapt__warm_start`` picks the
+#: starting map of torch stage 2: ``"ridge"`` (the closed-form stage-2 map,
+#: which is the stage-1 map whenever held-out queries prefer it) or ``"align"``
+#: (the stage-1 map itself, as in ERA's paper). ``adapt__min_valid_queries``:
+#: early stopping holds out at least this many labelled queries, and with
+#: fewer than twice as many the torch stage is skipped (the closed-form map
+#: stays, ``history_["stop_reason"] == "too_few_queries"``). ``align__*`` follow ERA's stage 1,
 #: ``adapt__*`` ERA's stage 2 (lr 1e-3 rather than the paper's 1e-5, which
 #: has not converged after 1,000 epochs on 809 SciFact queries; see the docs), ``module__*`` shape the residual MLP of ``model="mlp"``.
 DEFAULTS = {
@@ -32,6 +38,8 @@ DEFAULTS = {
         "threshold": 0.95,
         "validation_fraction": 0.1,
         "in_batch_negatives": True,
+        "warm_start": "align",
+        "min_valid_queries": 10,
     },
 }
 

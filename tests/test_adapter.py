@@ -264,14 +264,41 @@ TORCH_FAST = {"adapt__max_epochs": 5, "adapt__batch_size": 32, "align__max_epoch
 
 def test_contrastive_is_deterministic_and_records_history():
     X, Y, Xl, Yl, groups = aligned_and_labels()
-    fit = lambda seed: ERAAdapter(adapt="contrastive", random_state=seed, **TORCH_FAST) \
+    # No validation split: plain training, so seeds must show in the weights.
+    free = {**TORCH_FAST, "adapt__patience": None, "adapt__validation_fraction": 0.0}
+    fit = lambda seed: ERAAdapter(adapt="contrastive", random_state=seed, **free) \
         .fit_align(X, Y).fit(Xl, Yl, groups=groups)
     a, b, c = fit(0), fit(0), fit(1)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert not np.array_equal(a.coef_, c.coef_)
-    assert 1 <= len(a.history_) <= 5
-    assert {"epoch", "train_loss", "valid_loss"} <= set(a.history_[0])
     assert not np.allclose(a.coef_, a.align_coef_)  # training moved the map
+    epochs = a.history_["epochs"]
+    assert len(epochs) == 5 and a.history_["stop_reason"] == "max_epochs"
+    assert {"epoch", "train_loss", "valid_loss"} <= set(epochs[0])
+
+
+def test_contrastive_records_best_epoch_and_keeps_a_better_closed_form_map():
+    X, Y, Xl, Yl, groups = aligned_and_labels()
+    adapter = ERAAdapter(adapt="contrastive", random_state=0, **TORCH_FAST)
+    adapter.fit_align(X, Y).fit(Xl, Yl, groups=groups)
+    history = adapter.history_
+    assert history["epochs"][0]["epoch"] == 0  # epoch 0: the starting map
+    assert 0 <= history["best_epoch"] <= 5
+    ridge_only = ERAAdapter(random_state=0).fit_align(X, Y).fit(Xl, Yl, groups=groups)
+    if "closed-form map kept" in history["stop_reason"]:
+        np.testing.assert_array_equal(adapter.coef_, ridge_only.coef_)
+    else:
+        assert not np.array_equal(adapter.coef_, ridge_only.coef_)
+
+
+def test_contrastive_skips_training_with_too_few_queries():
+    X, Y, Xl, Yl, groups = aligned_and_labels()
+    few = np.isin(groups, np.arange(12))  # 12 queries < 2 x adapt__min_valid_queries
+    adapter = ERAAdapter(adapt="contrastive", random_state=0, **TORCH_FAST)
+    adapter.fit_align(X, Y).fit(Xl[few], Yl[few], groups=groups[few])
+    assert adapter.history_["stop_reason"] == "too_few_queries"
+    ridge_only = ERAAdapter(random_state=0).fit_align(X, Y).fit(Xl[few], Yl[few], groups=groups[few])
+    np.testing.assert_array_equal(adapter.coef_, ridge_only.coef_)
 
 
 def test_mixing_closed_form_and_torch_stages():
