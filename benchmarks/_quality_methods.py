@@ -66,7 +66,7 @@ ALIASES = {
 }
 #: The default set, sized to finish the default run in < 5 min on 2 cores.
 DEFAULT_METHODS = [
-    "procrustes", "ridge", "label-contrastive", "era", "era-contrastive", "hybrid",
+    "procrustes", "ridge", "label-contrastive", "era", "era-contrastive", "era-mlp", "hybrid",
 ]
 
 
