@@ -45,6 +45,7 @@ def train_adapt(est, X, Y, qids, corpus, start, ridge_without):
     settings.pop("warm_start")  # already applied: it chose ``start``
     mining = {k: settings.pop(k) for k in ("n_negatives", "top_k", "threshold")}
     min_valid = settings.pop("min_valid_queries")
+    monitor = settings.pop("monitor")
     n_queries = len(np.unique(qids))
     if settings["patience"] is not None and n_queries < 2 * min_valid:
         # Early stopping on a handful of validation queries is noise, and
@@ -64,7 +65,8 @@ def train_adapt(est, X, Y, qids, corpus, start, ridge_without):
     module = build_module(est.model, start.astype(np.float32), intercept,
                           random_state=seed, **est._torch_settings("module"))
     history = train_contrastive(
-        module, X, Y, groups=qids, corpus=corpus, negatives=negatives, targets=anchors,
+        module, X, Y, groups=qids, corpus=corpus, negatives=negatives,
+        targets=anchors if monitor == "ndcg" else None,
         random_state=seed, device=est.device, verbose=est.verbose, **settings,
     ).to_dict()
     params = module_to_numpy(module)

@@ -248,14 +248,21 @@ def test_joblib_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.transform(Xl), adapter.transform(Xl))
 
 
-def test_partial_fit_align_equals_fit_align():
+def test_partial_fit_align_equals_fit_align_and_solves_once(monkeypatch):
     X, Y, _ = planted(n=1000, noise=0.3, dtype=np.float32)
+    solves = []
+    original = ERAAdapter._solve_align
+    monkeypatch.setattr(ERAAdapter, "_solve_align",
+                        lambda self, *a, **k: solves.append(1) or original(self, *a, **k))
     for align in ["procrustes", "lstsq"]:
         full = ERAAdapter(align=align).fit_align(X, Y)
         streamed = ERAAdapter(align=align)
         for start in range(0, len(X), 100):
             streamed.partial_fit_align(X[start:start + 100], Y[start:start + 100])
+        solves.clear()
+        np.testing.assert_allclose(streamed.transform(X[:5]), full.transform(X[:5]), atol=1e-5)
         np.testing.assert_allclose(streamed.coef_, full.coef_, atol=1e-5)
+        assert len(solves) == 1  # ten chunks, one solve, on first use
 
 
 # -- torch path through the estimator -------------------------------------------
