@@ -374,7 +374,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 sample_weight, None, len(X), X.dtype
             )
         chunk = PairStatistics.from_arrays(
-            Xq, Y, sample_weight, gram=self.align == "lstsq" or self.scale
+            Xq, Y, sample_weight, gram=self.align == "lstsq" or self.scale,
+            unit_rows=self.normalize_input,
         )
         self.align_stats_ = chunk if first_call else self.align_stats_ + chunk
         self._n_features_out = Y.shape[1]
@@ -406,7 +407,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
         # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
         needs_gram = self.align == "lstsq" or self.scale
-        stats = PairStatistics.from_arrays(Xq, Y, sample_weight, gram=needs_gram)
+        stats = PairStatistics.from_arrays(
+            Xq, Y, sample_weight, gram=needs_gram, unit_rows=self.normalize_input
+        )
         W, b = self._solve_align(stats, Xq, Y, sample_weight)
         return stats, W, b
 

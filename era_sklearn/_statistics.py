@@ -26,11 +26,12 @@ class PairStatistics:
     xtx: np.ndarray | None
 
     @classmethod
-    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True):
+    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, unit_rows=False):
         """Statistics of one chunk; the GEMMs run in the inputs' dtype.
 
         Weights are applied to the narrower side where possible: ``X^T (w Y)``
-        copies Y, not X, and the Gram uses ``sqrt(w) X`` once.
+        copies Y, not X, and the Gram uses ``sqrt(w) X`` once. ``unit_rows``
+        says X's rows are L2-normalised, which saves the pass for ``x_sqnorm``.
         """
         if sample_weight is None:
             w = None
@@ -45,8 +46,11 @@ class PairStatistics:
             Xs = X * np.sqrt(w)[:, None] if gram else None
         # Row norms in the input dtype, summed in float64: a float64 einsum
         # over the whole matrix would cost more than the GEMMs themselves.
-        row_sq = np.einsum("ij,ij->i", X, X)
-        x_sqnorm = float(row_sq.sum(dtype=np.float64) if w is None else row_sq @ w)
+        if unit_rows:
+            x_sqnorm = weight_sum
+        else:
+            row_sq = np.einsum("ij,ij->i", X, X)
+            x_sqnorm = float(row_sq.sum(dtype=np.float64) if w is None else row_sq @ w)
         return cls(
             weight_sum=weight_sum,
             x_sum=x_sum.astype(np.float64),
