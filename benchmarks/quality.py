@@ -309,16 +309,21 @@ def plot(run, methods, path, title):
     cols = run["columns"]
     xs = {c: max(run["n_labelled"][c], 1) if c != "0" else 1 for c in cols}
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    # tab20 plus a marker per method: the default 10-colour cycle repeats
+    # colours once more than 10 methods are drawn.
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^vP*Xph<>"
     for i, name in enumerate(REFERENCES):
         m, _ = _mean_std([r["ndcg@10"] for r in run["references"][name]])
-        ax.axhline(m, ls="--", color=f"C{7 + i}", label=f"{name} (reference)")
+        ax.axhline(m, ls="--", color=("0.4", "0.1")[i % 2], label=f"{name} (reference)")
     for i, m in enumerate(methods):
         res = run["results"][m.name]
         pts = [(xs[c], *_mean_std([r["ndcg@10"] for r in res[c]])) for c in cols if c in res]
+        color, marker = colors[(2 * i) % 20 + (2 * i) // 20], markers[i % len(markers)]
         if not m.labels:  # 0-label method: flat dotted line across the budgets
-            ax.axhline(pts[0][1], ls=":", color=f"C{i % 7}", lw=1)
+            ax.axhline(pts[0][1], ls=":", color=color, lw=1)
         x, y, e = zip(*pts)
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=f"C{i % 7}",
+        ax.errorbar(x, y, yerr=e, marker=marker, capsize=3, color=color,
                     ls="-" if m.labels else "none", label=m.name)
     ax.set_xscale("log")
     ax.set_xticks(sorted(set(xs.values())))
@@ -465,7 +470,7 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
     command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     default_note = ("Methods: " + ("the default set (a subset sized for < 5 min on 2 cores; "
                                     "`--methods all` adds align-only lstsq/cosine, ERA "
-                                    "cosine+contrastive, ERA mlp and hybrid contrastive)"
+                                    "cosine+contrastive and hybrid contrastive)"
                                     if args.methods is None else ", ".join(m.name for m in methods)))
     cols_note = ("Columns: labelled training queries sampled per seed from the official train "
                  f"split (nested: 8 ⊂ 32 ⊂ 128 ⊂ all = {run['n_labelled'].get('all', '?')}); "
