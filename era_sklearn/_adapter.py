@@ -495,36 +495,39 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             corpus = self._check_corpus(corpus, Y)
         W_align, b = prior if prior is not None else (None, np.zeros(Y.shape[1]))
         self._n_features_out = Y.shape[1]
-        W, self.alpha_, self.blend_, self.cv_results_ = self._fit_ridge(
+        W, self.alpha_, self.blend_, self.cv_results_, ridge_prior = self._fit_ridge(
             X, Y, weights, qids, sample_weight, corpus, W_align, b
         )
         self._set_map(W.astype(X.dtype), b)
         self.history_ = None
         if self.adapt == "contrastive":
-            from ._torch_fit import train_adapt
-
-            warm_start = self._torch_settings("adapt")["warm_start"]
-            if warm_start not in ("ridge", "align"):
-                raise ValueError(
-                    f"adapt__warm_start must be 'ridge' or 'align', got {warm_start!r}."
-                )
-            start = W
-            if prior is not None and warm_start == "align":
-                # ERA's paper: training starts from (and mines with) the stage-1 map.
-                blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
-                start = self._prior(W_align, blend)
-            def ridge_without(rows_out):
-                """The chosen closed-form map, refitted without some rows."""
-                keep = np.setdiff1d(np.arange(len(X)), rows_out)
-                stats = QueryPairs(X[keep], Y[keep], weights[keep], qids[keep]).statistics(
-                    intercept=b
-                )
-                return ridge(stats, self.alpha_, self._ridge_prior).astype(X.dtype)
-
-            train_adapt(self, X, Y, qids, corpus, start=start.astype(X.dtype),
-                        ridge_without=ridge_without)
-            del self._ridge_prior
+            pairs = (X, Y, weights, qids)
+            self._fit_contrastive(pairs, corpus, W_align, b, ridge_prior)
         return self
+
+    def _fit_contrastive(self, pairs, corpus, W_align, b, ridge_prior):
+        """Torch stage 2 from the stage-1 (or closed-form) map; see ``_torch_fit``."""
+        from ._torch_fit import train_adapt
+
+        X, Y, weights, qids = pairs
+        warm_start = self._torch_settings("adapt")["warm_start"]
+        if warm_start not in ("ridge", "align"):
+            raise ValueError(f"adapt__warm_start must be 'ridge' or 'align', got {warm_start!r}.")
+        start = self.coef_
+        if W_align is not None and warm_start == "align":
+            # ERA's paper: training starts from (and mines with) the stage-1 map.
+            blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
+            start = self._prior(W_align, blend).astype(X.dtype)
+
+        def ridge_without(rows_out):
+            """The chosen closed-form map, refitted without some rows."""
+            keep = np.setdiff1d(np.arange(len(X)), rows_out)
+            stats = QueryPairs(X[keep], Y[keep], weights[keep], qids[keep]).statistics(
+                intercept=b
+            )
+            return ridge(stats, self.alpha_, ridge_prior).astype(X.dtype)
+
+        train_adapt(self, X, Y, qids, corpus, start=start, ridge_without=ridge_without)
 
     def _stage1_prior(self):
         """(W_align, b_align) from this estimator's fit_align or from ``init``."""
@@ -544,7 +547,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         return source.align_coef_, source.align_intercept_
 
     def _fit_ridge(self, X, Y, weights, qids, grades, corpus, W_align, b):
-        """Closed-form stage 2; returns (W, alpha, blend, cv_results)."""
+        """Closed-form stage 2; returns (W, alpha, blend, cv_results, prior used)."""
         pairs = QueryPairs(X, Y, weights, qids)
         stats = pairs.statistics(intercept=b)
         has_prior = W_align is not None
@@ -572,8 +575,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             results["blend"] = np.asarray(blends, dtype=float)[results.pop("prior_index")]
         prior = _combine(bases, coefs[best[1]], X.shape[1], Y.shape[1])
         W = ridge(stats, alphas[best[0]], prior)
-        self._ridge_prior = prior  # for a held-out refit against torch (see _torch_fit)
-        return W.astype(X.dtype), float(alphas[best[0]]), self._blend_value(blends[best[1]]), results
+        blend = self._blend_value(blends[best[1]])
+        return W.astype(X.dtype), float(alphas[best[0]]), blend, results, prior
 
     def _alpha_candidates(self, stats, has_prior):
         """Stage-2 strengths to try; ``inf`` (keep the prior) whenever there is one."""
