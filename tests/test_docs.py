@@ -13,7 +13,7 @@ import pytest
 matplotlib.use("Agg")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["quickstart.md", "user_guide.md"]
+PAGES = ["quickstart.md", "user_guide.md", "../README.md"]
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 
 
@@ -26,7 +26,7 @@ def test_page_examples_run(page, monkeypatch, tmp_path):
     blocks = python_blocks(page)
     assert blocks, f"{page} has no python code block"
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": f"docs_{page.removesuffix('.md')}"}
+    namespace = {"__name__": f"docs_{Path(page).stem}"}
     import sklearn
 
     with sklearn.config_context():  # a page that changes the global config cannot leak it
