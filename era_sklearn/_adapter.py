@@ -841,7 +841,7 @@ def _check_tail_is_y(X, Y, min_cosine=0.99):
     """In hybrid alignment data, X's last block must be Y itself (same texts, same encoder)."""
     tail = X[:, -Y.shape[1]:]
     num = np.einsum("ij,ij->i", tail, Y)
-    den = np.linalg.norm(tail, axis=1) * np.linalg.norm(Y, axis=1)
+    den = row_norms(tail) * row_norms(Y)
     cosine = float(np.mean(num / np.where(den > 0, den, 1)))
     if cosine < min_cosine:
         raise ValueError(

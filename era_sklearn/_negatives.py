@@ -17,13 +17,14 @@ teacher (the stage-1 adapter) scores every corpus document. Following
 from __future__ import annotations
 
 import numpy as np
+from sklearn.preprocessing import normalize
 
 __all__ = ["match_rows", "mine_hard_negatives"]
 
 
 def _normalize(A):
-    A = np.asarray(A, dtype=np.float32)
-    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+    """float32 rows scaled to unit length; all-zero rows stay zero."""
+    return normalize(np.asarray(A, dtype=np.float32))
 
 
 def match_rows(Y, corpus, *, chunk_size=4096):

@@ -9,17 +9,13 @@ ids with cosine similarities.
 
 import numpy as np
 from sklearn import get_config
+from sklearn.preprocessing import normalize
 from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_is_fitted
 
 from era_sklearn._hnsw import _BaseIndex, _distances_to_scores
 
 __all__ = ["AdaptedSearch", "ExactIndex", "search"]
-
-
-def _normalize(X):
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, np.finfo(X.dtype).tiny)
 
 
 class ExactIndex(_BaseIndex):
@@ -68,7 +64,7 @@ class ExactIndex(_BaseIndex):
         self.space = space
 
     def _prepare(self, X):
-        return _normalize(X) if self.space == "cosine" else X
+        return normalize(X) if self.space == "cosine" else X
 
     def _build(self, D):
         self.docs_ = self._prepare(D)

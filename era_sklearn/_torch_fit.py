@@ -5,7 +5,6 @@ path and ``transform`` of a linear adapter never need it.
 """
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from ._negatives import match_rows, mine_hard_negatives
 from ._queries import unique_rows
@@ -14,17 +13,12 @@ from ._torch_train import _group_split, _seeds, train_alignment, train_contrasti
 from .metrics import retrieval_score
 
 
-def _seed(random_state):
-    """An int seed for torch from any sklearn ``random_state``."""
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
 def train_align(est, X, Y, W, b):
     """ERA's stage 1 with torch: a linear layer with bias from the closed-form map."""
     settings = est._torch_settings("align")
     module = build_module("linear", W.astype(np.float32), np.asarray(b, np.float32))
     history = train_alignment(
-        module, X, Y, loss=est.align, random_state=_seed(est.random_state),
+        module, X, Y, loss=est.align, random_state=_seeds(est.random_state),
         device=est.device, verbose=est.verbose, **settings,
     )
     params = module_to_numpy(module)
@@ -56,7 +50,7 @@ def train_adapt(est, X, Y, qids, corpus, start, ridge_without):
     if settings["patience"] is not None:
         settings["validation_fraction"] = max(settings["validation_fraction"],
                                               min_valid / n_queries)
-    seed = _seed(est.random_state)
+    seed = _seeds(est.random_state)
     if corpus is None:
         corpus = Y[unique_rows(Y)[0]]
     anchors = match_rows(Y, corpus)

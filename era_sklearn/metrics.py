@@ -28,6 +28,8 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
+from ._negatives import match_rows
+
 __all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
 # Cap on the number of cells of a (queries x documents) block held at once:
@@ -436,14 +438,6 @@ def _check_embeddings(Q, Y, corpus):
     return Q, Y, corpus
 
 
-def _nearest_rows(Y, candidates):
-    """Index of the most cosine-similar candidate for each (normalised) Y row."""
-    nearest = np.empty(Y.shape[0], dtype=np.intp)
-    for rows in _row_slices(Y.shape[0], candidates.shape[0]):
-        nearest[rows] = (Y[rows] @ candidates.T).argmax(axis=1)
-    return nearest
-
-
 def _first_rows(labels, n_labels):
     """Index of the first row carrying each label 0..n_labels-1."""
     first = np.full(n_labels, labels.shape[0], dtype=np.intp)
@@ -508,7 +502,7 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
         candidates, doc_of_row = normalize(candidates), doc_of_row.ravel()
     else:
         candidates = normalize(corpus)
-        doc_of_row = _nearest_rows(normalize(Y), candidates)
+        doc_of_row = match_rows(Y, corpus)
     relevance = sp.csr_matrix(
         (np.ones(Q.shape[0]), (query_of_row, doc_of_row)), shape=(n_queries, len(candidates))
     )
