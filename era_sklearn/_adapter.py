@@ -330,11 +330,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._normalize_X(X, Y.shape[1])
         if self.hybrid:
             _check_tail_is_y(X, Y)
-        if sample_weight is not None:  # None keeps the unweighted (copy-free) statistics
-            sample_weight, _ = check_sample_weight_and_groups(
-                sample_weight, None, len(X), X.dtype
-            )
-        _, W, b = self._align_map(X, Y, sample_weight)
+        Xq, sample_weight, stats = self._align_statistics(X, Y, sample_weight)
+        W, b = self._solve_align(stats, Xq, Y, sample_weight)
         self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
         return self
 
@@ -342,9 +339,10 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """Stage 1 on one chunk at a time, for alignment sets past memory.
 
         Accumulates the sufficient statistics (``X^T X``, ``X^T Y``, column
-        sums) of every chunk seen since the first call and re-solves the map,
-        so after the last chunk the result equals :meth:`fit_align` on the
-        concatenated data (to float tolerance) while memory stays
+        sums) of every chunk seen since the first call; the map is solved
+        once, when a fitted attribute (``coef_``, ``transform``, ...) is next
+        read, and then equals :meth:`fit_align` on the concatenated data (to
+        float tolerance) while memory stays
         O(d_q * (d_q + d_d)). Closed-form ``align`` only. :meth:`fit_align`
         discards what earlier chunks accumulated.
 
@@ -368,15 +366,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._check_X(X, reset=first_call, min_samples=1)
         Y = self._check_Y(y, X, expected_width=None if first_call else self._n_features_out)
         X = self._normalize_X(X, Y.shape[1])
-        Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
-        if sample_weight is not None:
-            sample_weight, _ = check_sample_weight_and_groups(
-                sample_weight, None, len(X), X.dtype
-            )
-        chunk = PairStatistics.from_arrays(
-            Xq, Y, sample_weight, gram=self.align == "lstsq" or self.scale,
-            unit_rows=self.normalize_input,
-        )
+        _, _, chunk = self._align_statistics(X, Y, sample_weight)
         self.align_stats_ = chunk if first_call else self.align_stats_ + chunk
         self._n_features_out = Y.shape[1]
         # Solving after every chunk would cost an SVD per chunk; the map is
@@ -402,16 +392,19 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.blend_ = self._blend_value(blend)
         self.history_ = None
 
-    def _align_map(self, X, Y, sample_weight):
-        """Stage-1 (coefficients, intercept) on the query-encoder block."""
+    def _align_statistics(self, X, Y, sample_weight):
+        """(query block of X, validated weights, stage-1 statistics) of normalised data."""
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
+        if sample_weight is not None:  # None keeps the unweighted (copy-free) statistics
+            sample_weight, _ = check_sample_weight_and_groups(
+                sample_weight, None, len(X), X.dtype
+            )
         # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
         needs_gram = self.align == "lstsq" or self.scale
         stats = PairStatistics.from_arrays(
             Xq, Y, sample_weight, gram=needs_gram, unit_rows=self.normalize_input
         )
-        W, b = self._solve_align(stats, Xq, Y, sample_weight)
-        return stats, W, b
+        return Xq, sample_weight, stats
 
     def _solve_align(self, stats, Xq=None, Y=None, sample_weight=None):
         """Closed-form (or torch-refined) stage 1 from statistics."""
