@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _torch_params
 from ._closed_form import procrustes, ridge
 from ._queries import QueryPairs, query_ids, row_weights, unique_rows
-from ._selection import RELATIVE_ALPHAS, relative_alpha_grid, select_ridge
+from ._selection import relative_alpha_grid, select_ridge
 from ._statistics import PairStatistics
 from ._validation import (
     FLOAT_DTYPES,
@@ -578,7 +578,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if self.alphas is not None:
             alphas = [float(a) for a in self.alphas]
         else:
-            alphas = relative_alpha_grid(stats, RELATIVE_ALPHAS)
+            alphas = relative_alpha_grid(stats)
         return alphas + [np.inf] if has_prior else alphas
 
     def _blend_candidates(self, has_prior):
