@@ -2,27 +2,39 @@
 
 Public names:
 
-- :class:`ERAAdapter`: the two-stage query adapter (closed form or torch).
+- :class:`ERAAdapter`: the two-stage query adapter.
+- :mod:`era_sklearn.align` (stage-1 solvers: :class:`~era_sklearn.align.Procrustes`,
+  :class:`~era_sklearn.align.LeastSquares`, :class:`~era_sklearn.align.TorchAlign`) and
+  :mod:`era_sklearn.adapt` (stage-2 solvers: :class:`~era_sklearn.adapt.Softmax`,
+  :class:`~era_sklearn.adapt.Ridge`, :class:`~era_sklearn.adapt.Contrastive`).
+- :func:`paper_recipe`: the paper's exact configuration.
+- :class:`Corpus`: the indexed documents as a fit parameter that is never sliced.
 - :class:`HNSWIndex`, :class:`ExactIndex`: document indexes with the
   ``NearestNeighbors`` surface; :func:`search` / :class:`AdaptedSearch` run
   adapted queries against them.
 - :mod:`era_sklearn.metrics`, :mod:`era_sklearn.datasets`.
 """
 
-from . import datasets, metrics
+from . import adapt, align, datasets, metrics
 from ._adapter import ERAAdapter
+from ._corpus import Corpus
 from ._hnsw import HNSWIndex
+from ._presets import paper_recipe
 from ._search import AdaptedSearch, ExactIndex, search
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AdaptedSearch",
+    "Corpus",
     "ERAAdapter",
     "ExactIndex",
     "HNSWIndex",
     "__version__",
+    "adapt",
+    "align",
     "datasets",
     "metrics",
+    "paper_recipe",
     "search",
 ]

@@ -1,37 +1,57 @@
-"""ERAAdapter: the align-then-train query adapter as one scikit-learn transformer."""
+"""ERAAdapter: validation, orchestration and fitted state of the two-stage adapter.
 
-from numbers import Integral, Real
+The solvers themselves live in :mod:`era_sklearn.align` (stage 1) and
+:mod:`era_sklearn.adapt` (stage 2); they return arrays and histories, and only
+this module assigns fitted attributes.
+"""
+
+import json
+import threading
+import warnings
+from numbers import Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _torch_params
-from ._closed_form import procrustes, ridge
-from ._queries import QueryPairs, query_ids, row_weights, unique_rows
-from ._selection import relative_alpha_grid, select_ridge
+from ._corpus import corpus_matrix, match_targets
+from ._queries import query_ids, row_weights, unique_rows
+from ._reservoir import Reservoir
+from ._stage2 import Stage2Problem
 from ._statistics import PairStatistics
 from ._validation import (
     FLOAT_DTYPES,
-    as_float_matrix,
     as_target_matrix,
     check_sample_weight_and_groups,
     l2_normalize,
     row_norms,
 )
+from .adapt import ADAPT_SOLVERS, Contrastive, Ridge, Softmax
+from .align import ALIGN_SOLVERS, LeastSquares, Procrustes, TorchAlign
 from .metrics import retrieval_score
 
-CLOSED_FORM_ALIGN = ("procrustes", "lstsq")
-TORCH_ALIGN = ("cosine", "mse", "smooth_l1")
 #: Blend weight of the query-encoder part used by ``hybrid=True`` when no
-#: labels exist to choose one (``fit_align`` only). Chosen on the *training*
-#: queries of the shared SciFact and NFCorpus sets: 0.3 was the largest blend
-#: not below the cheap encoder alone with both the MiniLM and the m2v index.
+#: labels choose one. Chosen on the *training* queries of the shared SciFact
+#: and NFCorpus sets: 0.3 was the largest blend not below the cheap encoder
+#: alone with both the MiniLM and the m2v index.
 DEFAULT_BLEND = 0.3
-#: Fewest distinct labelled queries for held-out selection of ``alpha``.
-MIN_QUERIES_FOR_SELECTION = 4
+#: Blends ``blend="auto"`` tries with Ridge. 0.9 and 1.0 are left out to keep
+#: selection cheap: with all labels the choice never went above 0.6 in the
+#: shared-data benchmarks.
+AUTO_BLENDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
+#: Document-side alignment rows kept (``align_docs_``) as the candidate
+#: documents of stage 2 when ``fit`` gets no corpus.
+ALIGN_DOCS_CAPACITY = 4096
+#: Guards the lazy solve of ``partial_fit_align`` (one solve, seen by all threads).
+_SOLVE_LOCK = threading.RLock()
 
 
 class _SolvedOnRead:
@@ -44,7 +64,9 @@ class _SolvedOnRead:
         if obj is None:
             return self
         if obj.__dict__.get("_align_pending"):
-            obj._solve_pending_align()
+            with _SOLVE_LOCK:  # one thread solves; the others then read its result
+                if obj.__dict__.get("_align_pending"):
+                    obj._solve_pending_align()
         try:
             return obj.__dict__[self.name]
         except KeyError:
@@ -63,113 +85,78 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     1. :meth:`fit_align` (self-supervised): the same texts embedded by both
        encoders; learns a map from query space to document space.
-    2. :meth:`fit` (supervised): (query, relevant document) pairs; refines the
-       map starting from stage 1 (or from nothing: the *label-only* baseline).
+    2. :meth:`fit` (supervised): (query, relevant document) pairs refine the
+       map, starting from stage 1 (or from nothing: the *label-only* baseline).
 
     Read more in the :ref:`User Guide <user_guide>`.
 
     Parameters
     ----------
-    align : {"procrustes", "lstsq", "cosine", "mse", "smooth_l1"}, default="procrustes"
-        Stage-1 solver. ``"procrustes"``: (semi-)orthogonal map, closed form.
-        ``"lstsq"``: ridge least squares with ``align_alpha``, closed form.
-        ``"cosine"``, ``"mse"``, ``"smooth_l1"``: a torch linear layer with
-        bias trained with that loss (ERA's stage 1), started from Procrustes;
-        its settings are the ``align__*`` parameters.
-    adapt : {"ridge", "contrastive"}, default="ridge"
-        Stage-2 solver. ``"ridge"``: closed-form
-        ``argmin ||X W - Y||^2 + alpha ||W - W_align||^2``.
-        ``"contrastive"``: torch training with InfoNCE and hard negatives
-        (ERA's stage 2), started from the stage-1 map as in the paper (or,
-        with ``adapt__warm_start="ridge"``, from the closed-form stage-2
-        map), which also mines the hard negatives. The closed-form
-        ``"ridge"`` map is fitted too and kept instead when it ranks the
-        validation queries better; settings ``adapt__*``.
-    alpha : float or "auto", default="auto"
-        Stage-2 ridge strength toward the stage-1 map (``inf`` keeps stage 1
-        unchanged). ``"auto"`` picks it
-        (and ``blend`` when ``hybrid=True``) by nDCG@10 of held-out labelled
-        queries, always including ``alpha = inf`` (keep stage 1), so stage 2
-        cannot do worse than stage 1 on the held-out queries.
-    alphas : array-like of float or None, default=None
-        Absolute candidates for ``alpha="auto"``. ``None`` uses 11 factors
-        from 10**-2.5 to 10**2.5 times the mean eigenvalue of ``X^T W X``.
-    align_alpha : float, default=0.1
-        Ridge strength of ``align="lstsq"``.
-    center : bool, default=False
-        Subtract column means before the stage-1 fit (the map then gets an
-        intercept).
-    scale : bool, default=False
-        Fit a global scale with Procrustes (irrelevant to rankings when the
-        output is normalised).
-    normalize_input : bool, default=True
-        L2-normalise input rows (each encoder's block separately when
-        ``hybrid=True``) before fitting and transforming, as sentence
-        embedding models are compared by cosine.
-    normalize_output : bool, default=True
-        L2-normalise the output rows (as ERA does), so inner product search
-        on a normalised index equals cosine search.
+    align : str, solver object, or fitted ERAAdapter, default="procrustes"
+        Stage 1. ``"procrustes"``, ``"lstsq"``, ``"torch"`` or a solver object
+        from :mod:`era_sklearn.align` (:class:`~era_sklearn.align.Procrustes`,
+        :class:`~era_sklearn.align.LeastSquares`,
+        :class:`~era_sklearn.align.TorchAlign`) carrying its own settings.
+        A fitted ``ERAAdapter`` (or a :class:`sklearn.frozen.FrozenEstimator`
+        of one, which survives ``clone`` in ``GridSearchCV``) lends its
+        stage-1 map instead: :meth:`fit` starts from it.
+    adapt : str or solver object, default="softmax"
+        Stage 2. ``"softmax"``, ``"ridge"``, ``"contrastive"`` or a solver
+        object from :mod:`era_sklearn.adapt`
+        (:class:`~era_sklearn.adapt.Softmax`, :class:`~era_sklearn.adapt.Ridge`,
+        :class:`~era_sklearn.adapt.Contrastive`).
     hybrid : bool, default=False
         ``X`` carries both embeddings of each text: ``[query_encoder(t),
-        document_encoder(t)]``; the last ``d_d`` columns are the document
-        encoder's own embedding. The cheap part's prior is the identity.
+        document_encoder(t)]``; its last ``d_d`` columns are the document
+        encoder's own embedding, whose prior is the identity.
     blend : float in [0, 1] or "auto", default="auto"
-        With ``hybrid=True``: weight ``b`` of the aligned query-encoder part in
-        the prior ``[b * W_align ; (1 - b) * I]``. ``"auto"`` chooses it from
-        held-out queries in :meth:`fit` and uses ``DEFAULT_BLEND`` (0.3) after
-        :meth:`fit_align` alone.
+        ``hybrid=True`` only (an error otherwise): weight ``b`` of the aligned
+        query-encoder part in the prior ``[b * W_align ; (1 - b) * I]``.
+        ``"auto"``: chosen on held-out queries by :class:`~era_sklearn.adapt.Ridge`,
+        0.3 otherwise.
+    normalize_input : bool, default=True
+        L2-normalise input rows (each encoder's block on its own when
+        ``hybrid=True``), as sentence embeddings are compared by cosine.
+    normalize_output : bool, default=True
+        L2-normalise output rows, so inner-product search on a normalised
+        index equals cosine search.
     query_weighting : {"balanced", "rows"}, default="balanced"
-        ``"balanced"``: every labelled query weighs 1 in stage 2 and its rows
-        share that weight in proportion to ``sample_weight``. ``"rows"``: each
-        row weighs its ``sample_weight``.
-    n_folds : int, default=5
-        Number of query folds for ``alpha="auto"`` (fewer when there are
-        fewer labelled queries; below 4 queries nothing is held out and the
-        most conservative candidate is used).
-    init : ERAAdapter, FrozenEstimator or None, default=None
-        A fitted adapter whose stage-1 map is used as the prior when this
-        estimator has not run :meth:`fit_align` itself. Wrap it in
-        :class:`sklearn.frozen.FrozenEstimator` to tune stage 2 with
-        ``GridSearchCV`` over an alignment computed once.
-    model : {"linear", "mlp"}, default="linear"
-        Torch model for ``adapt="contrastive"``: ERA's linear layer, or that
-        layer plus a residual MLP branch that starts at zero
-        (``module__hidden_size``, ``module__n_layers``, ``module__dropout``).
-    device : {"auto", "cpu", "cuda"} or str, default="auto"
-        Torch device for training; the fitted weights are always numpy.
+        ``"balanced"``: every labelled query weighs 1 in stage 2, shared by
+        its rows in proportion to ``sample_weight``. ``"rows"``: each row
+        weighs its ``sample_weight``.
     verbose : int, default=0
-        Progress bars for torch training when > 0.
+        Progress output of the torch solvers when > 0.
     random_state : int, RandomState instance or None, default=None
-        Seeds held-out folds, negative sampling and torch training.
-    **kwargs
-        Prefixed torch settings, skorch style, each tunable by
-        ``GridSearchCV``: ``module__*``, ``align__*`` (stage-1 training) and
-        ``adapt__*`` (stage-2 training). See ``era_sklearn._torch_params``.
+        Seeds held-out splits, samples and torch training.
 
     Attributes
     ----------
     coef_ : ndarray of shape (n_features_in_, n_doc_features)
-        The linear part of the fitted map (stage 1 alone after
-        :meth:`fit_align`).
+        The linear part of the fitted map (the stage-1 prior after
+        :meth:`fit_align` alone).
     intercept_ : ndarray of shape (n_doc_features,)
-    align_coef_ : ndarray or None
-        The stage-1 map, kept so that refitting stage 2 never compounds.
-    align_intercept_ : ndarray or None
-    alpha_ : float or None
-        Stage-2 strength used (``inf`` when held-out queries preferred stage 1).
+    module_params_ : dict of ndarray or None
+        Weights of the residual MLP branch (``Contrastive(model="mlp")``).
+    align_coef_, align_intercept_ : ndarray or None
+        The stage-1 map (None for label-only), kept so refits never compound.
+    align_docs_ : ndarray of shape (n_kept, n_doc_features) or None
+        A uniform sample (at most 4,096 rows) of the normalised document-side
+        alignment rows: the candidate documents of :meth:`fit` when it gets
+        no ``corpus``.
+    align_fingerprint_ : str or None
+        The stage-1 settings that produced ``align_coef_``; :meth:`fit`
+        refuses to reuse a map whose settings have changed since.
+    align_history_ : dict or None
+        Torch stage-1 training history.
     blend_ : float or None
         Hybrid blend used.
+    penalty_ : float or None
+        Stage-2 strength toward the prior chosen by the solver (Ridge's
+        ``alpha``, Softmax's ``lam``; ``inf`` keeps stage 1).
     cv_results_ : dict or None
-        Held-out scores of every candidate when ``alpha="auto"``.
-    module_params_ : dict of ndarray or None
-        Weights of the torch MLP branch (``model="mlp"``), as numpy arrays.
+        Held-out scores of the candidates the solver tried.
     history_ : dict or None
-        Torch stage-2 training history: ``epochs`` (one dict per epoch with
-        ``epoch``, ``train_loss``, ``valid_loss``, ``lr``, ``seconds``; epoch 0
-        is the starting map), ``best_epoch``, ``best_valid_loss``,
-        ``stop_reason`` and ``restored_best``.
-    align_history_ : dict or None
-        Torch stage-1 training history, same layout.
+        Stage-2 training history of an iterative solver.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Defined when ``X`` has string column names (pandas).
@@ -191,22 +178,16 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "align": [StrOptions(set(CLOSED_FORM_ALIGN + TORCH_ALIGN))],
-        "adapt": [StrOptions({"ridge", "contrastive"})],
-        "alpha": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
-        "alphas": ["array-like", None],
-        "align_alpha": [Interval(Real, 0, None, closed="left")],
-        "center": ["boolean"],
-        "scale": ["boolean"],
-        "normalize_input": ["boolean"],
-        "normalize_output": ["boolean"],
+        "align": [
+            StrOptions(set(ALIGN_SOLVERS)), Procrustes, LeastSquares, TorchAlign,
+            HasMethods(["fit_align", "transform"]),
+        ],
+        "adapt": [StrOptions(set(ADAPT_SOLVERS)), Softmax, Ridge, Contrastive],
         "hybrid": ["boolean"],
         "blend": [Interval(Real, 0, 1, closed="both"), StrOptions({"auto"})],
+        "normalize_input": ["boolean"],
+        "normalize_output": ["boolean"],
         "query_weighting": [StrOptions({"balanced", "rows"})],
-        "n_folds": [Interval(Integral, 2, None, closed="left")],
-        "init": "no_validation",
-        "model": [StrOptions({"linear", "mlp"})],
-        "device": [str],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -216,84 +197,30 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     intercept_ = _SolvedOnRead()
     align_coef_ = _SolvedOnRead()
     align_intercept_ = _SolvedOnRead()
+    align_docs_ = _SolvedOnRead()
 
     def __init__(
         self,
         align="procrustes",
-        adapt="ridge",
+        adapt="softmax",
         *,
-        alpha="auto",
-        alphas=None,
-        align_alpha=0.1,
-        center=False,
-        scale=False,
-        normalize_input=True,
-        normalize_output=True,
         hybrid=False,
         blend="auto",
+        normalize_input=True,
+        normalize_output=True,
         query_weighting="balanced",
-        n_folds=5,
-        init=None,
-        model="linear",
-        device="auto",
         verbose=0,
         random_state=None,
-        **kwargs,
     ):
         self.align = align
         self.adapt = adapt
-        self.alpha = alpha
-        self.alphas = alphas
-        self.align_alpha = align_alpha
-        self.center = center
-        self.scale = scale
-        self.normalize_input = normalize_input
-        self.normalize_output = normalize_output
         self.hybrid = hybrid
         self.blend = blend
+        self.normalize_input = normalize_input
+        self.normalize_output = normalize_output
         self.query_weighting = query_weighting
-        self.n_folds = n_folds
-        self.init = init
-        self.model = model
-        self.device = device
         self.verbose = verbose
         self.random_state = random_state
-        # Stored verbatim; names are checked in fit (sklearn: no validation in __init__).
-        for name, value in kwargs.items():
-            setattr(self, name, value)
-
-    # -- parameters: skorch-style prefixed torch settings ------------------
-    def get_params(self, deep=True):
-        params = super().get_params(deep=deep)
-        params.update(_torch_params.prefixed(vars(self)))
-        return params
-
-    def set_params(self, **params):
-        prefixed = _torch_params.prefixed(params)
-        _torch_params.check_names(prefixed)
-        for name, value in prefixed.items():
-            setattr(self, name, value)
-        init_names = set(self._get_param_names())
-        # Unknown plain names are stored like __init__'s **kwargs and rejected
-        # by fit; nested "init__..." names go through scikit-learn's logic.
-        for name in [k for k in params if k not in prefixed and "__" not in k]:
-            if name not in init_names:
-                setattr(self, name, params.pop(name))
-        rest = {k: v for k, v in params.items() if k not in prefixed}
-        return super().set_params(**rest) if rest else self
-
-    def _validate_params(self):
-        super()._validate_params()
-        init_names = set(self._get_param_names())
-        extra = {
-            k: v for k, v in vars(self).items()
-            if k not in init_names and not k.endswith("_") and not k.startswith("_")
-        }
-        _torch_params.check_names(extra)
-
-    def _torch_settings(self, group):
-        """Defaults of a prefix group updated by what the user set."""
-        return _torch_params.settings(group, vars(self))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -303,15 +230,57 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
+    @property
+    def _n_features_out(self):
+        """Output width, for ``get_feature_names_out``."""
+        return self.coef_.shape[1]
+
+    # -- parameters --------------------------------------------------------
+    def _check_solver_settings(self):
+        """Validate the nested solver objects and the cross-parameter rules."""
+        for solver in (self.align, self.adapt):
+            if isinstance(solver, BaseEstimator) and not _is_adapter(solver):
+                solver._validate_params()  # names the bad setting, before any work
+        if self.blend != "auto" and not self.hybrid:
+            raise ValueError(
+                f"blend={self.blend!r} only applies with hybrid=True (it weighs the query-encoder "
+                "block of hybrid input); leave blend='auto' or set hybrid=True."
+            )
+
+    def _align_solver(self):
+        if isinstance(self.align, str):
+            return ALIGN_SOLVERS[self.align]()
+        return self.align
+
+    def _adapt_solver(self):
+        if isinstance(self.adapt, str):
+            return ADAPT_SOLVERS[self.adapt]()
+        return self.adapt
+
+    def _align_fingerprint(self):
+        """What produced a stage-1 map: the solver and the input layout."""
+        solver = self._align_solver()
+        params = {k: v for k, v in solver.get_params().items() if k != "device"}
+        return json.dumps(
+            {"solver": type(solver).__name__, "params": params,
+             "normalize_input": self.normalize_input, "hybrid": self.hybrid},
+            sort_keys=True, default=str,
+        )
+
     # -- stage 1 -------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_align(self, X, y, sample_weight=None):
         """Stage 1: learn the map from paired embeddings of the same texts.
+
+        Pairs in which either embedding is all zeros (a static model's vector
+        for a text with no known token) are left out, with one warning.
 
         Parameters
         ----------
         X : array-like of shape (n_texts, d_q)
             The texts embedded by the query encoder (``[query, document]``
-            encoder blocks when ``hybrid=True``).
+            encoder blocks when ``hybrid=True``). Dask arrays are reduced
+            block by block (closed-form solvers).
         y : array-like of shape (n_texts, d_d)
             ``Y``: the same texts embedded by the document encoder.
         sample_weight : array-like of shape (n_texts,), default=None
@@ -320,31 +289,44 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         -------
         self : ERAAdapter
         """
-        self._validate_params()
+        self._check_solver_settings()
+        solver = self._check_own_aligner("fit_align")
         if _is_dask(X) or _is_dask(y):
-            from ._dask import fit_align_dask
-
-            return fit_align_dask(self, X, y, sample_weight)
+            stats, docs = self._dask_statistics(solver, X, y, sample_weight)
+            W, b = solver.solve_statistics(stats)
+            self._set_align(W.astype(self._dtype), b, docs, history=None)
+            return self
         X = self._check_X(X, reset=True, min_samples=2)
-        Y = self._check_Y(y, X)  # a refit starts over: no width to match
-        X = self._normalize_X(X, Y.shape[1])
+        Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
+        self._check_hybrid_layout(X, Y)
         if self.hybrid:
             _check_tail_is_y(X, Y)
-        Xq, sample_weight, stats = self._align_statistics(X, Y, sample_weight)
-        W, b = self._solve_align(stats, Xq, Y, sample_weight)
-        self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
+        Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
+        w = self._alignment_weights(sample_weight, len(X), X.dtype)
+        stats = self._statistics(solver, Xq, Y, w)
+        docs = Reservoir(ALIGN_DOCS_CAPACITY, self.random_state)
+        if isinstance(solver, TorchAlign):
+            Xn, Yn, keep = self._nonzero_pairs(Xq, Y)
+            docs.add(Yn)
+            W, b, history = solver.solve(Xn, Yn, stats, random_state=self.random_state,
+                                         verbose=self.verbose)
+        else:
+            docs.add(self._normalize_rows(Y[_nonzero_rows(Xq, Y)], "Y"))
+            W, b = solver.solve_statistics(stats)
+            history = None
+        self._set_align(W.astype(X.dtype), b, docs.sample(), history)
         return self
 
     def partial_fit_align(self, X, y, sample_weight=None):
         """Stage 1 on one chunk at a time, for alignment sets past memory.
 
         Accumulates the sufficient statistics (``X^T X``, ``X^T Y``, column
-        sums) of every chunk seen since the first call; the map is solved
-        once, when a fitted attribute (``coef_``, ``transform``, ...) is next
-        read, and then equals :meth:`fit_align` on the concatenated data (to
-        float tolerance) while memory stays
-        O(d_q * (d_q + d_d)). Closed-form ``align`` only. :meth:`fit_align`
-        discards what earlier chunks accumulated.
+        sums) and a reservoir sample of the document rows over every chunk
+        since the first call; the map is solved once, thread-safely, when a
+        fitted attribute (``coef_``, ``transform``, ...) is next read, and then
+        equals :meth:`fit_align` on the concatenated data (to float tolerance)
+        while memory stays O(d_q * (d_q + d_d)). Closed-form ``align`` only.
+        :meth:`fit_align` discards what earlier chunks accumulated.
 
         Parameters
         ----------
@@ -357,88 +339,113 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : ERAAdapter
         """
         self._validate_params()
-        if self.align not in CLOSED_FORM_ALIGN:
-            raise ValueError(
-                f"partial_fit_align needs a closed-form align ('procrustes' or 'lstsq'); "
-                f"align={self.align!r} trains with torch on the data itself."
-            )
-        first_call = getattr(self, "align_stats_", None) is None
-        X = self._check_X(X, reset=first_call, min_samples=1)
-        Y = self._check_Y(y, X, expected_width=None if first_call else self._n_features_out)
-        X = self._normalize_X(X, Y.shape[1])
-        _, _, chunk = self._align_statistics(X, Y, sample_weight)
-        self.align_stats_ = chunk if first_call else self.align_stats_ + chunk
-        self._n_features_out = Y.shape[1]
-        # Solving after every chunk would cost an SVD per chunk; the map is
-        # solved once, when a fitted attribute is next read.
-        self._align_pending = True
+        self._check_solver_settings()
+        solver = self._check_own_aligner("partial_fit_align")
+        with _SOLVE_LOCK:
+            stream = self.__dict__.get("_align_stream")
+            first_call = stream is None
+            X = self._check_X(X, reset=first_call, min_samples=1)
+            Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
+            self._check_hybrid_layout(X, Y)
+            if not first_call and Y.shape[1] != stream["d_d"]:
+                raise ValueError(
+                    f"Y has {Y.shape[1]} features, but earlier chunks had {stream['d_d']} "
+                    "(the document encoder's width)."
+                )
+            Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
+            w = self._alignment_weights(sample_weight, len(X), X.dtype)
+            chunk = self._statistics(solver, Xq, Y, w)
+            if first_call:
+                stream = {"stats": chunk, "d_d": Y.shape[1], "solver": solver,
+                          "docs": Reservoir(ALIGN_DOCS_CAPACITY, self.random_state)}
+            else:
+                stream["stats"] = stream["stats"] + chunk
+            stream["docs"].add(self._normalize_rows(Y[_nonzero_rows(Xq, Y)], "Y"))
+            self._align_stream = stream
+            # Solving after every chunk would cost an SVD per chunk.
+            self._align_pending = True
         return self
 
     def _solve_pending_align(self):
-        self._align_pending = False
-        self._set_align(self.align_stats_, self._n_features_out)
+        stream = self._align_stream
+        W, b = stream["solver"].solve_statistics(stream["stats"])
+        self._set_align(W.astype(self._dtype), b, stream["docs"].sample(), None, keep_stream=True)
 
-    def _set_align(self, stats, d_d, W=None, b=None):
-        """Store stage 1 (solving it from ``stats`` unless given) and reset stage 2."""
-        if W is None:
-            W, b = self._solve_align(stats)
-        self._align_pending = False
-        self.align_stats_ = stats
-        self.align_coef_, self.align_intercept_ = W, b
-        self._n_features_out = d_d
-        blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
-        self._set_map(self._prior(W, blend), b)
-        self.alpha_, self.cv_results_ = None, None
-        self.blend_ = self._blend_value(blend)
-        self.history_ = None
-
-    def _align_statistics(self, X, Y, sample_weight):
-        """(query block of X, validated weights, stage-1 statistics) of normalised data."""
-        Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
-        if sample_weight is not None:  # None keeps the unweighted (copy-free) statistics
-            sample_weight, _ = check_sample_weight_and_groups(
-                sample_weight, None, len(X), X.dtype
+    def _check_own_aligner(self, method):
+        """The stage-1 solver, refusing what ``method`` cannot run."""
+        if _is_adapter(self.align):
+            raise ValueError(
+                f"align is a fitted ERAAdapter whose stage-1 map fit() reuses; {method} has "
+                "nothing to do. Set align to a solver (e.g. 'procrustes') to align here."
             )
-        # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
-        needs_gram = self.align == "lstsq" or self.scale
+        solver = self._align_solver()
+        if method == "partial_fit_align" and not solver.streams:
+            raise ValueError(
+                f"partial_fit_align needs a closed-form align (Procrustes or LeastSquares); "
+                f"{type(solver).__name__} trains with torch on the data itself."
+            )
+        return solver
+
+    def _statistics(self, solver, Xq, Y, w):
         stats = PairStatistics.from_arrays(
-            Xq, Y, sample_weight, gram=needs_gram, unit_rows=self.normalize_input
+            Xq, Y, w, gram=solver.needs_gram, normalize=self.normalize_input
         )
-        return Xq, sample_weight, stats
+        _warn_dropped(stats.n_dropped, "alignment")
+        if stats.weight_sum <= 0:
+            raise ValueError(
+                "No alignment pair is left: every pair has an all-zero embedding or a zero "
+                "sample_weight."
+            )
+        return stats
 
-    def _solve_align(self, stats, Xq=None, Y=None, sample_weight=None):
-        """Closed-form (or torch-refined) stage 1 from statistics."""
-        centered = stats.centered() if self.center else stats
-        if self.align == "lstsq":
-            W = ridge(centered, self.align_alpha)
-        else:
-            W, factor = procrustes(centered, scale=self.scale)
-            W = W * factor
-        b = stats.y_mean - stats.x_mean @ W if self.center else np.zeros(W.shape[1])
-        self.align_history_ = None
-        if self.align in TORCH_ALIGN:
-            if Xq is None:
-                raise ValueError(
-                    f"align={self.align!r} trains with torch and needs the data itself; "
-                    "streaming statistics only support 'procrustes' and 'lstsq'."
-                )
-            W, b, self.align_history_ = self._train_align(Xq, Y, W, b)
-        return W.astype(self._fit_dtype), np.asarray(b, dtype=self._fit_dtype)
+    def _dask_statistics(self, solver, X, y, sample_weight):
+        from ._dask import dask_pair_statistics
 
-    def _train_align(self, X, Y, W, b):
-        from ._torch_fit import train_align
+        if not solver.streams:
+            raise ValueError(
+                f"fit_align on dask arrays needs a closed-form align; {type(solver).__name__} "
+                "trains with torch on the data itself: pass numpy arrays."
+            )
+        # The in-memory checks on a stand-in with the real width and dtype.
+        proxy = self._check_X(np.ones((2, X.shape[1]), dtype=X.dtype), reset=True, min_samples=2)
+        self._check_hybrid_layout(proxy, np.ones((2, y.shape[1])))
+        if self.hybrid:
+            raise ValueError("hybrid=True alignment on dask arrays is not supported: its "
+                             "layout check needs the data; pass numpy arrays.")
+        stats, docs = dask_pair_statistics(
+            X, y, sample_weight, gram=solver.needs_gram, normalize=self.normalize_input,
+            sample_size=ALIGN_DOCS_CAPACITY, random_state=self.random_state,
+        )
+        _warn_dropped(stats.n_dropped, "alignment")
+        return stats, docs
 
-        return train_align(self, X, Y, W, b)
+    def _set_align(self, W, b, docs, history, keep_stream=False):
+        """Store stage 1 and reset stage 2 to its prior."""
+        self._align_pending = False
+        if not keep_stream:
+            self.__dict__.pop("_align_stream", None)
+        self.align_coef_ = W
+        self.align_intercept_ = np.asarray(b, dtype=W.dtype)
+        self.align_docs_ = None if docs is None else np.asarray(docs, dtype=W.dtype)
+        self.align_fingerprint_ = self._align_fingerprint()
+        self.align_history_ = history
+        self.blend_ = (DEFAULT_BLEND if self.blend == "auto" else float(self.blend)) \
+            if self.hybrid else None
+        d_in = W.shape[0] + (W.shape[1] if self.hybrid else 0)
+        self.coef_ = _prior_map(W, self.blend_, d_in).astype(W.dtype)
+        self.intercept_ = self.align_intercept_
+        self.module_params_ = None
+        self.penalty_ = self.cv_results_ = self.history_ = None
 
     # -- stage 2 -------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None, *, groups=None, corpus=None,
-            align_X=None, align_Y=None):
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, *, groups=None, corpus=None):
         """Stage 2: refine the map with (query, relevant document) pairs.
 
-        Starts from the stage-1 map when there is one (from :meth:`fit_align`,
-        from ``align_X``/``align_Y``, or from ``init``); otherwise learns from
-        the labels alone. Refitting with the same data gives the same result:
-        stage 2 always restarts from the stored stage-1 map.
+        Starts from the stage-1 map (from :meth:`fit_align`, or from an
+        adapter given as ``align``); without one, learns from the labels
+        alone. Refitting with the same data gives the same result: stage 2
+        always restarts from the stored stage-1 map.
 
         Parameters
         ----------
@@ -447,197 +454,151 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             relevant document) pair.
         y : array-like of shape (n_pairs, d_d)
             ``Y``: document-encoder embedding of a relevant document for each
-            row.
+            row. Rows with an all-zero ``X`` or ``Y`` row, or zero
+            ``sample_weight``, are left out (zero rows with a warning).
         sample_weight : array-like of shape (n_pairs,), default=None
-            Per-row weight, e.g. graded relevance. Also used as the grade when
-            scoring held-out queries.
+            Per-row relevance grade (graded qrels), also the fit weight.
         groups : array-like of shape (n_pairs,), default=None
             Query id of each row: rows that share it are one query (one unit
             of weight, one side of a held-out split, never each other's
             negatives). Without it, rows with identical ``X`` are one query.
-        corpus : array-like of shape (n_docs, d_d), default=None
-            The indexed documents. Used as the candidates when scoring
-            held-out queries (default: the distinct rows of ``Y``) and as the
-            pool of hard negatives for ``adapt="contrastive"``.
-        align_X, align_Y : array-like of shape (n_texts, d_q) and (n_texts, d_d)
-            Alignment data: when given, :meth:`fit_align` runs on them first.
-            Routing them as fit parameters lets ``GridSearchCV`` tune stage-1
-            parameters too.
+        corpus : Corpus, ExactIndex, HNSWIndex or array-like, default=None
+            The indexed documents, which must contain every target row: the
+            candidates that held-out and training queries are ranked against
+            (default: ``align_docs_`` plus the distinct targets). Wrap an
+            array in :class:`~era_sklearn.Corpus` so that cross-validation
+            never slices it; a raw array with as many rows as ``X`` is refused.
 
         Returns
         -------
         self : ERAAdapter
         """
-        self._validate_params()
-        if align_X is not None or align_Y is not None:
-            if align_X is None or align_Y is None:
-                raise ValueError("align_X and align_Y must be given together.")
-            self.fit_align(align_X, align_Y)
-        prior = self._stage1_prior()
-        if prior is None:
-            self.align_coef_ = self.align_intercept_ = self.align_history_ = None
-        X = self._check_X(X, reset=prior is None, min_samples=2)
-        Y = self._check_Y(y, X, expected_width=None if prior is None else prior[0].shape[1])
-        X = self._normalize_X(X, Y.shape[1])
-        sample_weight, groups = check_sample_weight_and_groups(
-            sample_weight, groups, len(X), X.dtype
-        )
-        qids = query_ids(X, groups)
-        weights = row_weights(sample_weight, qids, balanced=self.query_weighting == "balanced")
-        if corpus is not None:
-            corpus = self._check_corpus(corpus, Y)
-        W_align, b = prior if prior is not None else (None, np.zeros(Y.shape[1]))
-        self._n_features_out = Y.shape[1]
-        W, self.alpha_, self.blend_, self.cv_results_, ridge_prior = self._fit_ridge(
-            X, Y, weights, qids, sample_weight, corpus, W_align, b
-        )
-        self._set_map(W.astype(X.dtype), b)
-        self.history_ = None
-        if self.adapt == "contrastive":
-            pairs = (X, Y, weights, qids)
-            self._fit_contrastive(pairs, corpus, W_align, b, ridge_prior)
+        self._check_solver_settings()
+        W_align, b_align, docs = self._stage1_for_fit()
+        X = self._check_X(X, reset=W_align is None, min_samples=2)
+        Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
+        if W_align is not None and Y.shape[1] != W_align.shape[1]:
+            raise ValueError(
+                f"Y has {Y.shape[1]} features, but the stage-1 map of this ERAAdapter outputs "
+                f"{W_align.shape[1]} (the document encoder's width)."
+            )
+        self._check_hybrid_layout(X, Y)
+        problem = self._stage2_problem(X, Y, sample_weight, groups, corpus, W_align, b_align,
+                                       docs)
+        result = self._adapt_solver().solve(problem)
+        self._set_adapted(result, W_align, b_align, docs, X.dtype)
         return self
 
-    def _fit_contrastive(self, pairs, corpus, W_align, b, ridge_prior):
-        """Torch stage 2 from the stage-1 (or closed-form) map; see ``_torch_fit``."""
-        from ._torch_fit import train_adapt
+    def _stage1_for_fit(self):
+        """(W_align, b_align, align_docs) to start stage 2 from, or Nones (label-only)."""
+        if _is_adapter(self.align):
+            return self._borrowed_stage1()
+        if self.__dict__.get("_align_pending") or getattr(self, "align_coef_", None) is not None:
+            W = self.align_coef_
+            if self.align_fingerprint_ != self._align_fingerprint():
+                raise ValueError(
+                    "The stage-1 map was fitted with other settings (align, normalize_input or "
+                    f"hybrid) than the current ones:\n  fitted:  {self.align_fingerprint_}\n  "
+                    f"current: {self._align_fingerprint()}\nCall fit_align again, or set those "
+                    "parameters back."
+                )
+            return W, self.align_intercept_, self.align_docs_
+        return None, None, None
 
-        X, Y, weights, qids = pairs
-        warm_start = self._torch_settings("adapt")["warm_start"]
-        if warm_start not in ("ridge", "align"):
-            raise ValueError(f"adapt__warm_start must be 'ridge' or 'align', got {warm_start!r}.")
-        start = self.coef_
-        if W_align is not None and warm_start == "align":
-            # ERA's paper: training starts from (and mines with) the stage-1 map.
-            blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
-            start = self._prior(W_align, blend).astype(X.dtype)
-
-        def ridge_without(rows_out):
-            """The chosen closed-form map, refitted without some rows."""
-            keep = np.setdiff1d(np.arange(len(X)), rows_out)
-            stats = QueryPairs(X[keep], Y[keep], weights[keep], qids[keep]).statistics(
-                intercept=b
+    def _borrowed_stage1(self):
+        """The stage-1 map of the adapter given as ``align``."""
+        source = getattr(self.align, "estimator", self.align)  # unwrap FrozenEstimator
+        if getattr(source, "align_coef_", None) is None:
+            raise ValueError(
+                "align is an ERAAdapter without a stage-1 map: call its fit_align first. "
+                "(clone(), as GridSearchCV runs it, unfits an adapter: wrap a fitted one in "
+                "sklearn.frozen.FrozenEstimator to keep it.)"
             )
-            return ridge(stats, self.alpha_, ridge_prior).astype(X.dtype)
-
-        train_adapt(self, X, Y, qids, corpus, start=start, ridge_without=ridge_without)
-
-    def _stage1_prior(self):
-        """(W_align, b_align) from this estimator's fit_align or from ``init``."""
-        if getattr(self, "align_coef_", None) is not None:
-            return self.align_coef_, self.align_intercept_
-        if self.init is None:
-            return None
-        source = getattr(self.init, "estimator", self.init)  # unwrap FrozenEstimator
-        check_is_fitted(source, "align_coef_")
-        if source.align_coef_ is None:
-            raise ValueError("init has no stage-1 map: call its fit_align first.")
-        # Inherit the input contract of the estimator whose map we start from.
+        for name in ("hybrid", "normalize_input"):
+            if getattr(source, name) != getattr(self, name):
+                raise ValueError(
+                    f"align is an ERAAdapter with {name}={getattr(source, name)!r}, but this "
+                    f"adapter has {name}={getattr(self, name)!r}: their inputs differ."
+                )
         self.n_features_in_ = source.n_features_in_
         if hasattr(source, "feature_names_in_"):
             self.feature_names_in_ = source.feature_names_in_
-        self._fit_dtype = source.align_coef_.dtype
-        return source.align_coef_, source.align_intercept_
+        return source.align_coef_, source.align_intercept_, source.align_docs_
 
-    def _fit_ridge(self, X, Y, weights, qids, grades, corpus, W_align, b):
-        """Closed-form stage 2; returns (W, alpha, blend, cv_results, prior used)."""
-        pairs = QueryPairs(X, Y, weights, qids)
-        stats = pairs.statistics(intercept=b)
-        has_prior = W_align is not None
-        alphas = self._alpha_candidates(stats, has_prior)
-        blends = self._blend_candidates(has_prior)
-        bases = self._prior_bases(W_align, X.shape[1], Y.shape[1])
-        coefs = [self._blend_coefs(blend, has_prior) for blend in blends]
-        n_queries = len(np.unique(qids))
-        results = None
-        if len(alphas) * len(blends) == 1:
-            best = (0, 0)
-        elif n_queries < MIN_QUERIES_FOR_SELECTION:
-            # Too few queries to hold any out: the most conservative candidate
-            # (largest alpha, default blend) rather than a guess from noise.
-            best = (int(np.argmax(alphas)), _closest(blends, DEFAULT_BLEND))
-        else:
-            candidates, doc_idx = self._candidates(Y, corpus)
-            conservative = (int(np.argmax(alphas)), _closest(blends, DEFAULT_BLEND))
-            best, results = select_ridge(
-                pairs, candidates, doc_idx, grades, bases, coefs, alphas,
-                intercept=b, n_splits=min(self.n_folds, n_queries), random_state=self.random_state,
-                fallback=conservative if has_prior else None,
+    def _stage2_problem(self, X, Y, sample_weight, groups, corpus, W_align, b_align, docs):
+        """Validated, normalised labelled rows and their candidate documents."""
+        sample_weight, groups = check_sample_weight_and_groups(
+            sample_weight, groups, len(X), X.dtype
+        )
+        keep = _nonzero_rows(X, Y)
+        _warn_dropped(int(len(X) - keep.sum()), "labelled")
+        keep &= sample_weight > 0  # zero weight: the row does not take part
+        if len(np.unique(query_ids(X[keep], None if groups is None else groups[keep]))) < 2 \
+                and keep.sum() < 2:
+            raise ValueError(
+                f"fit needs at least 2 labelled rows with non-zero embeddings and weight; "
+                f"{int(keep.sum())} of {len(X)} are left."
             )
-            results["alpha"] = np.asarray(alphas)[results.pop("alpha_index")]
-            results["blend"] = np.asarray(blends, dtype=float)[results.pop("prior_index")]
-        prior = _combine(bases, coefs[best[1]], X.shape[1], Y.shape[1])
-        W = ridge(stats, alphas[best[0]], prior)
-        blend = self._blend_value(blends[best[1]])
-        return W.astype(X.dtype), float(alphas[best[0]]), blend, results, prior
-
-    def _alpha_candidates(self, stats, has_prior):
-        """Stage-2 strengths to try; ``inf`` (keep the prior) whenever there is one."""
-        if self.alpha != "auto":
-            return [float(self.alpha)]
-        if self.alphas is not None:
-            alphas = [float(a) for a in self.alphas]
+        X, Y, sample_weight = X[keep], Y[keep], sample_weight[keep]
+        groups = None if groups is None else groups[keep]
+        X = self._normalize_X(X, Y.shape[1])
+        Y = self._normalize_rows(Y, "Y")
+        qids = query_ids(X, groups)
+        weights = row_weights(sample_weight, qids, balanced=self.query_weighting == "balanced")
+        candidates = corpus_matrix(corpus, len(keep), X.dtype)
+        if candidates is None:
+            first, _ = unique_rows(Y)
+            candidates = Y[first] if docs is None else np.vstack([docs, Y[first]])
         else:
-            alphas = relative_alpha_grid(stats)
-        return alphas + [np.inf] if has_prior else alphas
+            candidates = self._normalize_rows(candidates, "corpus", warn=False)
+            if candidates.shape[1] != Y.shape[1]:
+                raise ValueError(
+                    f"corpus has {candidates.shape[1]} features but Y has {Y.shape[1]}: the "
+                    "corpus must be embedded by the document encoder."
+                )
+        d_in, d_d = X.shape[1], Y.shape[1]
+        intercept = np.zeros(d_d) if b_align is None else np.asarray(b_align, dtype=np.float64)
+        return Stage2Problem(
+            X=X, Y=Y, weights=weights, grades=sample_weight, qids=qids,
+            candidates=candidates, targets=match_targets(Y, candidates),
+            bases=_prior_bases(W_align, d_in, d_d, self.hybrid),
+            blends=self._blend_candidates(W_align is not None),
+            default_blend=DEFAULT_BLEND if self.hybrid else 1.0, intercept=intercept,
+            hybrid=self.hybrid, random_state=self.random_state, verbose=self.verbose,
+        )
 
     def _blend_candidates(self, has_prior):
         if not self.hybrid:
             return [1.0]
         if self.blend != "auto":
             return [float(self.blend)]
-        if not has_prior:
-            return [0.0]  # nothing to blend in: the cheap block alone
-        # 0.9 and 1.0 (almost no cheap block) are not tried, to keep the
-        # selection cost down: in the shared-data benchmarks the choice never
-        # went above 0.6 with all labels, and 0.8 (chosen at 8-128 labels,
-        # where choices are noisy) was the largest. blend=1.0 is still accepted.
-        return [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
+        return list(AUTO_BLENDS) if has_prior else [0.0]
 
-    def _blend_value(self, blend):
-        return float(blend) if self.hybrid else None
-
-    def _prior_bases(self, W_align, d_in, d_d):
-        """Maps whose combinations are the candidate priors of stage 2.
-
-        Plain: the stage-1 map (or nothing, for label-only). Hybrid: the
-        stage-1 map on the query block and the identity on the document block,
-        each padded with zeros to the full input width.
-        """
-        if not self.hybrid:
-            return [] if W_align is None else [W_align]
-        identity = np.zeros((d_in, d_d))
-        identity[d_in - d_d:] = np.eye(d_d)
-        if W_align is None:
-            return [identity]
-        aligned = np.zeros((d_in, d_d))
-        aligned[: d_in - d_d] = W_align
-        return [aligned, identity]
-
-    def _blend_coefs(self, blend, has_prior):
-        if not self.hybrid:
-            return [1.0] if has_prior else []
-        return [blend, 1.0 - blend] if has_prior else [1.0]
-
-    def _prior(self, W_align, blend):
-        """The stage-2 prior for one blend (the stage-1 map when not hybrid)."""
-        d_q, d_d = W_align.shape
-        d_in = d_q + d_d if self.hybrid else d_q
-        bases = self._prior_bases(W_align, d_in, d_d)
-        return _combine(bases, self._blend_coefs(blend, True), d_in, d_d).astype(W_align.dtype)
-
-    def _candidates(self, Y, corpus):
-        """Documents to rank held-out queries against, and each row's target."""
-        if corpus is None:
-            first, inverse = unique_rows(Y)
-            return Y[first], inverse
-        from ._negatives import match_rows
-
-        return corpus, match_rows(Y, corpus)
+    def _set_adapted(self, result, W_align, b_align, docs, dtype):
+        """Fitted attributes from a solver's result."""
+        if W_align is None:  # label-only: no stage 1 at all
+            self.align_coef_ = self.align_intercept_ = self.align_docs_ = None
+            self.align_fingerprint_ = self.align_history_ = None
+            self._align_pending = False
+        elif _is_adapter(self.align):
+            self.align_coef_, self.align_intercept_, self.align_docs_ = W_align, b_align, docs
+            self.align_fingerprint_ = getattr(self.align, "estimator", self.align) \
+                .align_fingerprint_
+            self.align_history_ = None
+        self.coef_ = np.asarray(result.coef, dtype=dtype)
+        self.intercept_ = np.asarray(result.intercept, dtype=dtype)
+        self.module_params_ = result.module_params
+        self.blend_ = float(result.blend) if self.hybrid else None
+        self.penalty_ = result.penalty
+        self.cv_results_ = result.cv_results
+        self.history_ = result.history
 
     # -- transform / score -------------------------------------------------
     def transform(self, X):
         """Map query-encoder embeddings into the document space.
+
+        An all-zero query row maps to a zero row, with a warning (in hybrid
+        input, the other block still carries the query).
 
         Parameters
         ----------
@@ -650,18 +611,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             length when ``normalize_output=True``.
         """
         check_is_fitted(self, "coef_")
-        # Finiteness is checked on the (narrower) output below instead of on X:
-        # a NaN or inf anywhere in a row of X makes that output row non-finite.
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
-        coef = self.coef_ if self.coef_.dtype == X.dtype else self.coef_.astype(X.dtype)
-        # normalise(normalise(x) W) == normalise(x W) for a linear map without
-        # intercept: skip the input pass then (a full extra read of X).
-        scale_free = (
-            self.normalize_output and not self.hybrid and self.module_params_ is None
-            and not np.any(self.intercept_)
-        )
-        if not scale_free:
-            X = self._normalize_X(X, self._n_features_out)
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        coef = self.coef_.astype(X.dtype, copy=False)
+        X = self._normalize_X(X, coef.shape[1], zero_rows="warn")
         out = X @ coef
         if self.module_params_ is not None:
             from ._torch_models import numpy_residual
@@ -669,11 +621,14 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             out += numpy_residual(self.module_params_, X)
         if np.any(self.intercept_):
             out += self.intercept_.astype(X.dtype, copy=False)
-        if not np.isfinite(row_norms(out)).all():
-            raise ValueError("Input X contains NaN or infinity.")
+        if not np.isfinite(out).all():
+            raise ValueError(
+                "The mapped queries overflow (X is too large for normalize_input=False); "
+                "scale X down or set normalize_input=True."
+            )
         if self.normalize_output:
-            name = "X" if scale_free and self.normalize_input else "The mapped queries (X @ coef_)"
-            out = l2_normalize(out, name=name, copy=False)  # out is ours: divide in place
+            # out is ours: divide in place. Zero rows (zero queries) stay zero.
+            out = l2_normalize(out, name="The mapped queries", zero_rows="ignore", copy=False)
         return out
 
     def score(self, X, y, sample_weight=None):
@@ -706,6 +661,10 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         return retrieval_score(Q, Y, k=10, metric="ndcg")
 
     # -- helpers -----------------------------------------------------------
+    @property
+    def _dtype(self):
+        return self.__dict__.get("_fit_dtype", np.float64)
+
     def _check_X(self, X, *, reset, min_samples=1):
         """Validate X (dtype, shape, finiteness, width against the fit)."""
         X = validate_data(
@@ -715,54 +674,41 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             self._fit_dtype = X.dtype
         return X
 
-    def _normalize_X(self, X, d_d):
-        """L2-normalise X, each encoder's block on its own when hybrid."""
-        if not self.normalize_input:
-            return X
-        if not self.hybrid:
-            return l2_normalize(X, name="X")
-        head = l2_normalize(X[:, :-d_d], name="X (query-encoder block)")
-        tail = l2_normalize(X[:, -d_d:], name="X (document-encoder block)")
-        return np.hstack([head, tail])
-
-    def _check_Y(self, Y, X, expected_width=None):
-        """Validate Y against X's rows, the stage-1 width and the hybrid layout."""
-        Y = as_target_matrix(Y, X.shape[0], dtype=X.dtype)
-        if expected_width is not None and Y.shape[1] != expected_width:
-            raise ValueError(
-                f"Y has {Y.shape[1]} features, but the stage-1 map of this ERAAdapter outputs "
-                f"{expected_width} (the document encoder's width)."
-            )
+    def _check_hybrid_layout(self, X, Y):
         if self.hybrid and X.shape[1] <= Y.shape[1]:
             raise ValueError(
                 "hybrid=True needs X = [query-encoder embedding, document-encoder embedding]: "
                 f"X has {X.shape[1]} columns, not more than the {Y.shape[1]} of the document "
                 "space (Y), so its trailing block cannot be the document encoder's."
             )
-        return l2_normalize(Y, name="Y", zero_rows="warn") if self.normalize_input else Y
 
-    def _check_corpus(self, corpus, Y):
-        corpus = as_float_matrix(corpus, "corpus", dtype=Y.dtype)
-        if corpus.shape[1] != Y.shape[1]:
-            raise ValueError(
-                f"corpus has {corpus.shape[1]} features but Y has {Y.shape[1]}: the corpus must "
-                "be embedded by the document encoder."
-            )
-        return l2_normalize(corpus, name="corpus") if self.normalize_input else corpus
+    def _alignment_weights(self, sample_weight, n_rows, dtype):
+        if sample_weight is None:  # None keeps the unweighted (copy-free) statistics
+            return None
+        return check_sample_weight_and_groups(sample_weight, None, n_rows, dtype)[0]
 
-    def _set_map(self, W, b):
-        self.coef_ = W
-        self.intercept_ = np.asarray(b, dtype=W.dtype)
-        self.module_params_ = None
+    def _normalize_rows(self, A, name, warn=True):
+        if not self.normalize_input:
+            return A
+        return l2_normalize(A, name=name, zero_rows="warn" if warn else "ignore")
+
+    def _normalize_X(self, X, d_d, zero_rows="ignore"):
+        """L2-normalise X, each encoder's block on its own when hybrid."""
+        if not self.normalize_input:
+            return X
+        if not self.hybrid:
+            return l2_normalize(X, name="X", zero_rows=zero_rows)
+        head = l2_normalize(X[:, :-d_d], name="X (query-encoder block)", zero_rows=zero_rows)
+        tail = l2_normalize(X[:, -d_d:], name="X (document-encoder block)", zero_rows=zero_rows)
+        return np.hstack([head, tail])
+
+    def _nonzero_pairs(self, Xq, Y):
+        keep = _nonzero_rows(Xq, Y)
+        return self._normalize_rows(Xq[keep], "X"), self._normalize_rows(Y[keep], "Y"), keep
 
     # -- persistence -------------------------------------------------------
     def save(self, path):
-        """Write the fitted adapter without pickle: ``.npz`` weights plus JSON.
-
-        The archive holds every fitted array (``np.savez``, loaded back with
-        ``allow_pickle=False``) and a JSON document with the parameters,
-        dimensions and package / format versions. The write is atomic: a
-        crash leaves any previous file intact.
+        """Write the fitted adapter as safetensors (no pickle involved).
 
         Parameters
         ----------
@@ -799,10 +745,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """Build a fitted adapter from a checkpoint released with ERA.
 
         The file is a torch state dict with ``proj.weight`` (d_d, d_q) and
-        ``proj.bias`` (d_d,), read with ``torch.load(weights_only=True)`` (no
-        arbitrary unpickling). The adapter computes
-        ``normalise(x W^T + b)``, ERA's own formula, so ``normalize_input``
-        defaults to False here.
+        ``proj.bias`` (d_d,), read with ``torch.load(weights_only=True)``.
+        The adapter computes ``normalise(x W^T + b)``, ERA's own formula, so
+        ``normalize_input`` defaults to False here.
 
         Parameters
         ----------
@@ -820,29 +765,16 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         W, b = load_era_checkpoint(path)
         params.setdefault("normalize_input", False)
         adapter = cls(**params)
+        adapter._validate_params()
         adapter.n_features_in_ = W.shape[0]
         adapter._fit_dtype = W.dtype
-        adapter._n_features_out = W.shape[1]
-        adapter.align_coef_, adapter.align_intercept_ = W, b
-        adapter._set_map(W, b)
-        adapter.alpha_ = adapter.blend_ = adapter.cv_results_ = None
-        adapter.history_ = adapter.align_history_ = None
+        adapter._set_align(W, b, None, None)
         return adapter
 
 
-def _check_tail_is_y(X, Y, min_cosine=0.99):
-    """In hybrid alignment data, X's last block must be Y itself (same texts, same encoder)."""
-    tail = X[:, -Y.shape[1]:]
-    num = np.einsum("ij,ij->i", tail, Y)
-    den = row_norms(tail) * row_norms(Y)
-    cosine = float(np.mean(num / np.where(den > 0, den, 1)))
-    if cosine < min_cosine:
-        raise ValueError(
-            f"hybrid=True: the last {Y.shape[1]} columns of X should be the document encoder's "
-            f"embedding of the same texts as y, but their mean cosine with y is {cosine:.3f} "
-            f"(< {min_cosine}). Build X as np.hstack([query_encoder(texts), "
-            "document_encoder(texts)])."
-        )
+def _is_adapter(obj):
+    """A (possibly frozen) ERAAdapter given as ``align``."""
+    return isinstance(getattr(obj, "estimator", obj), ERAAdapter)
 
 
 def _is_dask(A):
@@ -850,13 +782,59 @@ def _is_dask(A):
     return type(A).__module__.startswith("dask.")
 
 
-def _combine(bases, coefs, d_in, d_out):
-    """``sum(c * B)``, or a zero map when there are no bases."""
-    out = np.zeros((d_in, d_out))
-    for c, B in zip(coefs, bases):
-        out += c * B
-    return out
+def _nonzero_rows(X, Y):
+    """Rows where neither embedding is all zeros."""
+    return (np.abs(X).max(axis=1) > 0) & (np.abs(Y).max(axis=1) > 0) if len(X) else \
+        np.zeros(0, dtype=bool)
 
 
-def _closest(values, target):
-    return int(np.argmin([abs(v - target) for v in values]))
+def _warn_dropped(n_dropped, what):
+    if n_dropped:
+        warnings.warn(
+            f"{n_dropped} {what} pair(s) with an all-zero embedding were left out (a static "
+            "model gives a zero vector to a text with no known token).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _prior_bases(W_align, d_in, d_d, hybrid):
+    """Maps whose combinations are the candidate priors of stage 2.
+
+    Plain: the stage-1 map (or nothing, for label-only). Hybrid: the stage-1
+    map on the query block and the identity on the document block, each
+    padded with zeros to the full input width.
+    """
+    if not hybrid:
+        return [] if W_align is None else [np.asarray(W_align, dtype=np.float64)]
+    identity = np.zeros((d_in, d_d))
+    identity[d_in - d_d:] = np.eye(d_d)
+    if W_align is None:
+        return [identity]
+    aligned = np.zeros((d_in, d_d))
+    aligned[: d_in - d_d] = W_align
+    return [aligned, identity]
+
+
+def _prior_map(W_align, blend, d_in):
+    """The stage-2 prior for one blend (the stage-1 map itself when not hybrid)."""
+    if blend is None:
+        return W_align
+    bases = _prior_bases(W_align, d_in, W_align.shape[1], True)
+    return blend * bases[0] + (1.0 - blend) * bases[1]
+
+
+def _check_tail_is_y(X, Y, min_cosine=0.99):
+    """In hybrid alignment data, X's last block must be Y itself (same texts, same encoder)."""
+    tail = X[:, -Y.shape[1]:]
+    num = np.einsum("ij,ij->i", tail, Y)
+    den = row_norms(tail) * row_norms(Y)
+    valid = den > 0  # all-zero rows (left out of the fit) say nothing about the layout
+    cosine = float(np.mean(num[valid] / den[valid])) if valid.any() else 1.0
+    if cosine < min_cosine:
+        raise ValueError(
+            f"hybrid=True: the last {Y.shape[1]} columns of X should be the document encoder's "
+            f"embedding of the same texts as y, but their mean cosine with y is {cosine:.3f} "
+            f"(< {min_cosine}). Build X as np.hstack([query_encoder(texts), "
+            "document_encoder(texts)])."
+        )

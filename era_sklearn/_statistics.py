@@ -24,15 +24,26 @@ class PairStatistics:
     x_sqnorm: float
     xty: np.ndarray
     xtx: np.ndarray | None
+    n_dropped: int = 0
 
     @classmethod
-    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, unit_rows=False):
+    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, normalize=False):
         """Statistics of one chunk; the GEMMs run in the inputs' dtype.
 
         Weights are applied to the narrower side where possible: ``X^T (w Y)``
         copies Y, not X, and the Gram uses ``sqrt(w) X`` once. ``unit_rows``
         says X's rows are L2-normalised, which saves the pass for ``x_sqnorm``.
         """
+        keep = (np.abs(X).max(axis=1) > 0) & (np.abs(Y).max(axis=1) > 0)
+        n_dropped = int(len(X) - keep.sum())
+        if n_dropped:
+            X, Y = X[keep], Y[keep]
+            sample_weight = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        if normalize:
+            from ._validation import l2_normalize
+
+            X, Y = l2_normalize(X), l2_normalize(Y)
+        unit_rows = normalize
         if sample_weight is None:
             w = None
             weight_sum = float(X.shape[0])
@@ -58,6 +69,7 @@ class PairStatistics:
             x_sqnorm=x_sqnorm,
             xty=(X.T @ Yw).astype(np.float64),
             xtx=(Xs.T @ Xs).astype(np.float64) if gram else None,
+            n_dropped=n_dropped,
         )
 
     def __add__(self, other):
@@ -72,6 +84,7 @@ class PairStatistics:
             x_sqnorm=self.x_sqnorm + other.x_sqnorm,
             xty=self.xty + other.xty,
             xtx=xtx,
+            n_dropped=self.n_dropped + other.n_dropped,
         )
 
     @property

@@ -56,7 +56,8 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     """Scale rows to unit L2 norm; an all-zero row is an error, not a NaN.
 
     With ``zero_rows="warn"`` such rows stay zero (they carry no direction, so
-    they add nothing to the fit) and a warning names them. ``copy=False``
+    they add nothing to the fit) and a warning names them; ``"ignore"`` keeps
+    them zero silently (the caller has already counted them). ``copy=False``
     divides ``A`` in place (for arrays the caller owns).
     """
     norms = row_norms(A)[:, None]
@@ -66,13 +67,14 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
             f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they cannot be "
             "L2-normalised. Remove them or set normalize_input=False."
         )
-    if zero.size:
+    if zero.size and zero_rows == "warn":
         warnings.warn(
             f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they stay zero "
             "and add nothing to the fit.",
             UserWarning,
             stacklevel=3,
         )
+    if zero.size:
         norms[zero] = 1
     norms = norms.astype(A.dtype, copy=False)
     if copy:

@@ -28,7 +28,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
-from ._negatives import match_rows
+from ._corpus import match_targets
 
 __all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
@@ -463,9 +463,9 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     Y : array-like of shape (n_pairs, n_features)
         Embedding of a relevant document for each row of ``Q``.
     corpus : array-like of shape (n_docs, n_features), default=None
-        Candidate documents. Each ``Y`` row is matched to its most
-        cosine-similar corpus row, so ``Y`` rows should be corpus rows. When
-        None, the candidates are the distinct rows of ``Y`` (exact match).
+        Candidate documents. Each ``Y`` row must be a corpus row (cosine >=
+        0.999, else a ValueError says how many are missing). When None, the
+        candidates are the distinct rows of ``Y`` (exact match).
     groups : array-like of shape (n_pairs,), default=None
         Query id of each row. When None, identical ``Q`` rows share a query.
     k : int, default=10
@@ -502,7 +502,7 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
         candidates, doc_of_row = normalize(candidates), doc_of_row.ravel()
     else:
         candidates = normalize(corpus)
-        doc_of_row = match_rows(Y, corpus)
+        doc_of_row = match_targets(Y, corpus)
     relevance = sp.csr_matrix(
         (np.ones(Q.shape[0]), (query_of_row, doc_of_row)), shape=(n_queries, len(candidates))
     )

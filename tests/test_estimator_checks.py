@@ -1,30 +1,22 @@
-"""scikit-learn's own estimator checks over ERAAdapter's configurations."""
+"""scikit-learn's own estimator checks over ERAAdapter's configurations (no xfail)."""
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from era_sklearn import ERAAdapter
+from era_sklearn.adapt import Contrastive, Ridge, Softmax
+from era_sklearn.align import LeastSquares
 
-ZERO_ROW_REASON = (
-    "check_estimators_dtypes casts uniform(0, 3) noise to int, which yields all-zero rows of X; "
-    "with normalize_input=True ERAAdapter refuses to L2-normalise a zero row (a clear "
-    "ValueError, by design: a zero embedding has no direction). The same check passes with "
-    "normalize_input=False below."
-)
+TINY_TORCH = {"max_epochs": 2, "batch_size": 8, "min_valid_queries": 2, "device": "cpu"}
 
 
-def expected_failures(estimator):
-    if estimator.normalize_input:
-        return {"check_estimators_dtypes": ZERO_ROW_REASON}
-    return {}
-
-
-@parametrize_with_checks(
-    [
-        ERAAdapter(random_state=0),
-        ERAAdapter(alpha=1.0, normalize_input=False, normalize_output=False),
-        ERAAdapter(align="lstsq", query_weighting="rows", random_state=0),
-    ],
-    expected_failed_checks=expected_failures,
-)
+@parametrize_with_checks([
+    ERAAdapter(adapt="ridge", random_state=0),  # the closed-form path
+    ERAAdapter(align=LeastSquares(alpha=1.0), adapt=Ridge(alpha=1.0), normalize_input=False,
+               normalize_output=False, query_weighting="rows"),
+    ERAAdapter(hybrid=True, random_state=0),
+    ERAAdapter(adapt=Softmax(), random_state=0),  # the default stage 2
+    ERAAdapter(adapt=Contrastive(**TINY_TORCH), random_state=0),
+    ERAAdapter(adapt=Contrastive(model="mlp", hidden_size=8, **TINY_TORCH), random_state=0),
+])
 def test_sklearn_compatible(estimator, check):
     check(estimator)

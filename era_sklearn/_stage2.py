@@ -1,0 +1,102 @@
+"""What a stage-2 solver receives and returns.
+
+``ERAAdapter.fit`` validates and normalises the labelled pairs once, finds
+each target among the candidate documents, builds the stage-1 prior, and
+hands this :class:`Stage2Problem` to the solver in ``adapt=``. A solver
+returns an :class:`AdaptResult`; the estimator alone turns it into fitted
+attributes.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Stage2Problem:
+    """Labelled rows of stage 2, ready for any solver.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, d_in)
+        Query embeddings (normalised as the estimator's ``transform`` does),
+        one row per (query, relevant document) pair.
+    Y : ndarray of shape (n_rows, d_out)
+        The relevant document of each row, normalised.
+    weights : ndarray of shape (n_rows,)
+        Fit weight of each row (every query weighs 1 under balanced weighting).
+    grades : ndarray of shape (n_rows,)
+        Relevance grade of each row (``sample_weight``).
+    qids : ndarray of shape (n_rows,)
+        Query id of each row, 0..n_queries-1.
+    candidates : ndarray of shape (n_docs, d_out)
+        Documents to rank queries against: the corpus, or a sample of the
+        alignment documents plus the distinct targets. Rows normalised.
+    targets : ndarray of shape (n_rows,)
+        Row of ``candidates`` that each row's document is.
+    bases : list of ndarray of shape (d_in, d_out)
+        The stage-2 prior is ``sum(c_j * bases[j])``: the stage-1 map alone
+        (plain), stage-1 map and identity (hybrid), or nothing (label-only).
+    blends : list of float
+        Candidate hybrid blends (``[1.0]`` when not hybrid).
+    default_blend : float
+        The blend used where a solver does not choose one.
+    intercept : ndarray of shape (d_out,)
+        Fixed intercept of the stage-1 map.
+    hybrid : bool
+    random_state : int, RandomState or None
+    verbose : int
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    weights: np.ndarray
+    grades: np.ndarray
+    qids: np.ndarray
+    candidates: np.ndarray
+    targets: np.ndarray
+    bases: list
+    blends: list
+    intercept: np.ndarray
+    default_blend: float = 1.0
+    hybrid: bool = False
+    random_state: object = None
+    verbose: int = 0
+
+    @property
+    def has_prior(self):
+        return bool(self.bases) and (self.hybrid is False or len(self.bases) == 2)
+
+    @property
+    def default_blend_index(self):
+        return int(np.argmin([abs(b - self.default_blend) for b in self.blends]))
+
+    @property
+    def n_queries(self):
+        return int(self.qids.max()) + 1 if len(self.qids) else 0
+
+    def blend_coefs(self, blend):
+        """Coefficients of ``bases`` for one blend."""
+        if not self.hybrid:
+            return [1.0] if self.bases else []
+        return [blend, 1.0 - blend] if len(self.bases) == 2 else [1.0]
+
+    def prior(self, blend):
+        """The stage-2 prior map for one blend (zeros for label-only)."""
+        out = np.zeros((self.X.shape[1], self.Y.shape[1]))
+        for c, B in zip(self.blend_coefs(blend), self.bases):
+            out += c * B
+        return out
+
+
+@dataclass
+class AdaptResult:
+    """A stage-2 solver's output: the map and how it was chosen."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    blend: float = 1.0
+    penalty: float | None = None  # alpha (ridge) or lam (softmax) chosen
+    module_params: dict | None = None  # MLP branch of a torch model
+    history: dict | None = None
+    cv_results: dict | None = field(default=None)

@@ -1,0 +1,308 @@
+"""Stage-2 solvers: how ``ERAAdapter.fit`` refines the map from labelled pairs.
+
+Each solver is a small parameter object holding only its own settings,
+reachable as ``adapt__<name>`` by ``GridSearchCV``. ``solve(problem)`` takes
+a :class:`~era_sklearn._stage2.Stage2Problem` and returns an
+:class:`~era_sklearn._stage2.AdaptResult`; the estimator assigns the fitted
+attributes.
+
+- :class:`Softmax` (the default): full-batch listwise softmax over candidate
+  documents, L-BFGS from the stage-1 prior. Optimises ranking directly.
+- :class:`Ridge`: closed-form squared error toward the stage-1 map.
+- :class:`Contrastive`: ERA's InfoNCE with hard negatives, in torch (linear
+  or residual MLP, CPU or GPU).
+"""
+
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._closed_form import ridge
+from ._queries import QueryPairs
+from ._selection import relative_alpha_grid, select_ridge
+from ._stage2 import AdaptResult
+
+__all__ = ["Contrastive", "Ridge", "Softmax"]
+
+#: Fewest distinct labelled queries for held-out selection.
+MIN_QUERIES_FOR_SELECTION = 4
+
+
+def _check_finite_grid(values, name):
+    """A user-given candidate grid: finite or +inf, non-negative, not empty."""
+    if values is None:
+        return None
+    grid = np.asarray(values, dtype=float).ravel()
+    if grid.size == 0 or np.isnan(grid).any() or (grid < 0).any():
+        raise ValueError(
+            f"{name} must be a non-empty list of non-negative numbers (inf allowed), got "
+            f"{list(np.asarray(values).ravel())!r}."
+        )
+    return [float(v) for v in grid]
+
+
+class Ridge(BaseEstimator):
+    """Closed-form stage 2: ``argmin ||X W - Y||^2 + alpha ||W - W_prior||^2``.
+
+    Squared error in document space does not rank; its strength is therefore
+    chosen by nDCG@10 of held-out *queries*, with ``alpha = inf`` (keep the
+    stage-1 map) always a candidate that a finite alpha must beat by one
+    standard error of the per-query gains.
+
+    Parameters
+    ----------
+    alpha : float or "auto", default="auto"
+        Strength toward the prior (``inf`` keeps it). ``"auto"``: chosen (with
+        the hybrid blend) on held-out queries.
+    alphas : array-like of float or None, default=None
+        Candidates for ``alpha="auto"``; None uses 11 factors from
+        10**-2.5 to 10**2.5 times the mean eigenvalue of ``X^T W X``.
+    n_folds : int, default=5
+        Query folds for ``alpha="auto"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.adapt import Ridge
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(40, 6)), rng.normal(size=(40, 3))
+    >>> ERAAdapter(adapt=Ridge(alpha=1.0)).fit(X, Y).coef_.shape
+    (6, 3)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "alpha": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
+        "alphas": ["array-like", None],
+        "n_folds": [Interval(Integral, 2, None, closed="left")],
+    }
+
+    def __init__(self, alpha="auto", alphas=None, n_folds=5):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.n_folds = n_folds
+
+    def solve(self, problem):
+        pairs = QueryPairs(problem.X, problem.Y, problem.weights, problem.qids)
+        stats = pairs.statistics(intercept=problem.intercept)
+        alphas = self._candidates(stats, problem.has_prior)
+        blends = problem.blends
+        results = None
+        if len(alphas) * len(blends) == 1:
+            best = (0, 0)
+        elif problem.n_queries < MIN_QUERIES_FOR_SELECTION:
+            # Too few queries to hold any out: the most conservative candidate.
+            best = (int(np.argmax(alphas)), problem.default_blend_index)
+        else:
+            conservative = (int(np.argmax(alphas)), problem.default_blend_index)
+            best, results = select_ridge(
+                pairs, problem.candidates, problem.targets, problem.grades, problem.bases,
+                [problem.blend_coefs(b) for b in blends], alphas, intercept=problem.intercept,
+                n_splits=min(self.n_folds, problem.n_queries), random_state=problem.random_state,
+                fallback=conservative if problem.has_prior else None,
+            )
+            results["alpha"] = np.asarray(alphas)[results.pop("alpha_index")]
+            results["blend"] = np.asarray(blends, dtype=float)[results.pop("prior_index")]
+        alpha, blend = alphas[best[0]], blends[best[1]]
+        W = ridge(stats, alpha, problem.prior(blend))
+        return AdaptResult(coef=W, intercept=problem.intercept, blend=blend,
+                           penalty=float(alpha), cv_results=results)
+
+    def refit_without(self, problem, result, rows_out):
+        """The chosen map refitted without some rows (a held-out comparison)."""
+        keep = np.setdiff1d(np.arange(len(problem.X)), rows_out)
+        pairs = QueryPairs(problem.X[keep], problem.Y[keep], problem.weights[keep],
+                           problem.qids[keep])
+        stats = pairs.statistics(intercept=problem.intercept)
+        return ridge(stats, result.penalty, problem.prior(result.blend))
+
+    def _candidates(self, stats, has_prior):
+        """Strengths to try; ``inf`` (keep the prior) whenever there is one."""
+        if self.alpha != "auto":
+            return [float(self.alpha)]
+        alphas = _check_finite_grid(self.alphas, "alphas")
+        if alphas is None:
+            alphas = relative_alpha_grid(stats)
+        return alphas + [np.inf] if has_prior and np.inf not in alphas else alphas
+
+
+class Contrastive(BaseEstimator):
+    """ERA's stage 2 in torch: InfoNCE over positives and mined hard negatives.
+
+    Starts from the stage-1 prior (the paper's warm start), which also mines
+    the hard negatives (ERA's ``topk_percpos`` rule, or random negatives).
+    Early stopping watches held-out queries; with ``fallback=True`` the
+    closed-form :class:`Ridge` map is kept when it ranks those queries
+    better.
+
+    Parameters
+    ----------
+    model : {"linear", "mlp"}, default="linear"
+        ERA's linear layer, or that layer plus a residual MLP branch that
+        starts at zero.
+    hidden_size : int, default=512
+        MLP width (``model="mlp"``).
+    n_layers : int, default=1
+        MLP hidden layers (``model="mlp"``).
+    dropout : float in [0, 1), default=0.1
+        MLP dropout (``model="mlp"``).
+    lr : float, default=1e-3
+        AdamW learning rate (the paper's 1e-5 had not converged after 1,000
+        epochs on SciFact; see the docs).
+    weight_decay : float, default=1e-4
+    max_epochs : int, default=1000
+    batch_size : int, default=256
+    patience : int or None, default=20
+        Early-stopping patience in epochs; None trains ``max_epochs``.
+    warmup : float in [0, 1), default=0.1
+        Linear warm-up share of the steps.
+    temperature : float, default=0.05
+    n_negatives : int, default=5
+        Hard negatives per row.
+    negatives : {"topk_percpos", "random"}, default="topk_percpos"
+        ERA's mining strategies.
+    top_k : int, default=2000
+        Teacher's top documents to mine from.
+    threshold : float in (0, 1], default=0.95
+        Drop candidates scoring above ``threshold`` times the positive
+        (likely unlabelled positives).
+    in_batch_negatives : bool, default=True
+        Also use the other rows of the batch as negatives.
+    positives : {"all", "one"}, default="all"
+        Train on every (query, document) row, or on one random positive per
+        query fixed for all epochs (the paper).
+    validation_fraction : float in [0, 1), default=0.1
+    monitor : {"ndcg", "loss"}, default="ndcg"
+        Early stopping on 1 - nDCG@10 of the held-out queries over the
+        candidates, or on their InfoNCE loss (the paper).
+    min_valid_queries : int, default=10
+        Early stopping holds out at least this many queries; with fewer than
+        twice as many labelled queries torch is skipped and the closed-form
+        map kept.
+    warm_start : {"align", "ridge"}, default="align"
+        Start from the stage-1 prior (the paper) or the closed-form
+        :class:`Ridge` map.
+    fallback : bool, default=True
+        Keep the closed-form map when it ranks the held-out queries better.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.adapt import Contrastive
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(60, 6)), rng.normal(size=(60, 3))
+    >>> adapter = ERAAdapter(adapt=Contrastive(max_epochs=2, min_valid_queries=2,
+    ...                                        device="cpu"), random_state=0)
+    >>> adapter.fit(X, Y).coef_.shape
+    (6, 3)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "model": [StrOptions({"linear", "mlp"})],
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "n_layers": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "warmup": [Interval(Real, 0, 1, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "n_negatives": [Interval(Integral, 0, None, closed="left")],
+        "negatives": [StrOptions({"topk_percpos", "random"})],
+        "top_k": [Interval(Integral, 1, None, closed="left")],
+        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "in_batch_negatives": ["boolean"],
+        "positives": [StrOptions({"all", "one"})],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "monitor": [StrOptions({"ndcg", "loss"})],
+        "min_valid_queries": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": [StrOptions({"align", "ridge"})],
+        "fallback": ["boolean"],
+        "device": [str],
+    }
+
+    def __init__(self, model="linear", hidden_size=512, n_layers=1, dropout=0.1, lr=1e-3,
+                 weight_decay=1e-4, max_epochs=1000, batch_size=256, patience=20, warmup=0.1,
+                 temperature=0.05, n_negatives=5, negatives="topk_percpos", top_k=2000,
+                 threshold=0.95, in_batch_negatives=True, positives="all",
+                 validation_fraction=0.1, monitor="ndcg", min_valid_queries=10,
+                 warm_start="align", fallback=True, device="auto"):
+        self.model = model
+        self.hidden_size = hidden_size
+        self.n_layers = n_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.warmup = warmup
+        self.temperature = temperature
+        self.n_negatives = n_negatives
+        self.negatives = negatives
+        self.top_k = top_k
+        self.threshold = threshold
+        self.in_batch_negatives = in_batch_negatives
+        self.positives = positives
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.min_valid_queries = min_valid_queries
+        self.warm_start = warm_start
+        self.fallback = fallback
+        self.device = device
+
+    def solve(self, problem):
+        from ._torch_fit import train_adapt_torch
+
+        ridge_solver = Ridge()
+        closed = ridge_solver.solve(problem)
+        if self.warm_start == "ridge" or not problem.has_prior:
+            start = closed.coef  # label-only: the closed-form map is the only start
+        else:
+            start = problem.prior(closed.blend)
+        settings = self.get_params()
+        for name in ("warm_start", "fallback"):
+            settings.pop(name)
+        fallback = None
+        if self.fallback:
+            def fallback(rows_out):
+                return ridge_solver.refit_without(problem, closed, rows_out)
+        params, history = train_adapt_torch(
+            problem.X, problem.Y, problem.qids, problem.candidates, problem.targets,
+            start_W=start, start_b=problem.intercept, fallback=fallback,
+            random_state=problem.random_state, verbose=problem.verbose, **settings,
+        )
+        if params is None:  # torch skipped, or the closed-form map won on validation
+            closed.history = history
+            return closed
+        coef, intercept = params.pop("coef"), params.pop("intercept")
+        return AdaptResult(coef=coef, intercept=intercept, blend=closed.blend,
+                           penalty=closed.penalty, module_params=params or None,
+                           history=history, cv_results=closed.cv_results)
+
+
+class Softmax(BaseEstimator):
+    """Placeholder until the solver module lands."""
+
+    _parameter_constraints: ClassVar[dict] = {
+        "lam": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, lam="auto", temperature=0.05, max_iter=200):
+        self.lam = lam
+        self.temperature = temperature
+        self.max_iter = max_iter
+
+
+#: The short names ``ERAAdapter(adapt=...)`` accepts.
+ADAPT_SOLVERS = {"softmax": Softmax, "ridge": Ridge, "contrastive": Contrastive}

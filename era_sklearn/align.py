@@ -1,0 +1,196 @@
+"""Stage-1 solvers: how ``ERAAdapter`` maps query-encoder space onto document space.
+
+Each solver is a small parameter object (the idiom of scikit-learn's
+``estimator=`` parameters): it holds only the settings that apply to it, so
+``GridSearchCV(ERAAdapter(align=LeastSquares()), {"align__alpha": [...]})``
+reaches them through scikit-learn's own nested parameters. A solver returns
+arrays and a history; only :class:`~era_sklearn.ERAAdapter` assigns fitted
+attributes.
+
+- :class:`Procrustes`: a (semi-)orthogonal map, closed form (the default).
+- :class:`LeastSquares`: ridge least squares, closed form.
+- :class:`TorchAlign`: ERA's own stage 1, a torch linear layer with bias
+  trained with a cosine (or MSE / smooth-L1) loss.
+
+The closed-form solvers only read sufficient statistics
+(``X^T X``, ``X^T Y``, column sums), so they stream through
+``partial_fit_align`` and Dask.
+"""
+
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._closed_form import procrustes, ridge
+
+__all__ = ["LeastSquares", "Procrustes", "TorchAlign"]
+
+
+class _ClosedFormAlign(BaseEstimator):
+    """Shared solve of the closed-form solvers: optional centring, then a map."""
+
+    #: Reads statistics only: works with partial_fit_align and Dask.
+    streams = True
+
+    def solve_statistics(self, stats):
+        """``(W, b)``, float64, from :class:`~era_sklearn._statistics.PairStatistics`."""
+        centred = stats.centered() if self.center else stats
+        W = self._map(centred)
+        b = stats.y_mean - stats.x_mean @ W if self.center else np.zeros(W.shape[1])
+        return W, b
+
+
+class Procrustes(_ClosedFormAlign):
+    """Orthogonal Procrustes alignment (closed form).
+
+    ``W = U V^T`` from the SVD of ``X^T Y``: an orthogonal map when the two
+    spaces have the same width, one with orthonormal columns (or rows)
+    otherwise. It preserves angles, so it cannot overfit a small alignment
+    set.
+
+    Parameters
+    ----------
+    center : bool, default=False
+        Subtract the column means first; the map then gets an intercept.
+    scale : bool, default=False
+        Also fit a global scale (irrelevant to rankings when the adapter
+        normalises its output).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.align import Procrustes
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 6))
+    >>> R = np.linalg.qr(rng.normal(size=(6, 6)))[0][:, :3]
+    >>> adapter = ERAAdapter(align=Procrustes(), normalize_input=False).fit_align(X, X @ R)
+    >>> bool(np.allclose(adapter.align_coef_, R))
+    True
+    """
+
+    _parameter_constraints: ClassVar[dict] = {"center": ["boolean"], "scale": ["boolean"]}
+
+    def __init__(self, center=False, scale=False):
+        self.center = center
+        self.scale = scale
+
+    @property
+    def needs_gram(self):
+        # The scale's denominator ||X W||^2 needs X^T X unless W is square.
+        return bool(self.scale)
+
+    def _map(self, stats):
+        W, factor = procrustes(stats, scale=self.scale)
+        return W * factor
+
+
+class LeastSquares(_ClosedFormAlign):
+    """Ridge least-squares alignment ``argmin ||X W - Y||^2 + alpha ||W||^2``.
+
+    Parameters
+    ----------
+    alpha : float, default=0.1
+        Ridge strength (> 0).
+    center : bool, default=False
+        Subtract the column means first; the map then gets an intercept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.align import LeastSquares
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(100, 6)), rng.normal(size=(100, 3))
+    >>> ERAAdapter(align=LeastSquares(alpha=1.0)).fit_align(X, Y).align_coef_.shape
+    (6, 3)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "center": ["boolean"],
+    }
+    needs_gram = True
+
+    def __init__(self, alpha=0.1, center=False):
+        self.alpha = alpha
+        self.center = center
+
+    def _map(self, stats):
+        return ridge(stats, self.alpha)
+
+
+class TorchAlign(BaseEstimator):
+    """ERA's stage 1: a torch linear layer with bias trained on paired embeddings.
+
+    Parameters
+    ----------
+    loss : {"cosine", "mse", "smooth_l1"}, default="cosine"
+        Training loss between the mapped and the document-encoder embedding
+        (ERA uses cosine).
+    init : {"procrustes", "random"}, default="procrustes"
+        Start from the closed-form Procrustes map, or from torch's random
+        initialisation (ERA's own recipe).
+    max_epochs : int, default=10
+    lr : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.01
+    batch_size : int, default=256
+    validation_fraction : float in [0, 1), default=0.1
+        Alignment rows held out for early stopping (ERA trains on 900 of
+        1,000 texts).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:N"``. The fitted weights are numpy arrays either way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.align import TorchAlign
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(64, 6)), rng.normal(size=(64, 3))
+    >>> adapter = ERAAdapter(align=TorchAlign(max_epochs=2, device="cpu"), random_state=0)
+    >>> adapter.fit_align(X, Y).align_history_["stop_reason"] in {"max_epochs", "patience"}
+    True
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "loss": [StrOptions({"cosine", "mse", "smooth_l1"})],
+        "init": [StrOptions({"procrustes", "random"})],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "device": [str],
+    }
+    streams = False
+    needs_gram = False
+
+    def __init__(self, loss="cosine", init="procrustes", max_epochs=10, lr=1e-3,
+                 weight_decay=0.01, batch_size=256, validation_fraction=0.1, device="auto"):
+        self.loss = loss
+        self.init = init
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.device = device
+
+    def solve(self, X, Y, stats, *, random_state, verbose=0):
+        """``(W, b, history)`` trained on normalised rows ``X``, ``Y``."""
+        from ._torch_fit import train_align_torch
+
+        W0, b0 = Procrustes().solve_statistics(stats)
+        return train_align_torch(
+            X, Y, W0=W0, b0=b0, random_state=random_state, verbose=verbose, **self.get_params()
+        )
+
+
+#: The short names ``ERAAdapter(align=...)`` accepts.
+ALIGN_SOLVERS = {"procrustes": Procrustes, "lstsq": LeastSquares, "torch": TorchAlign}
