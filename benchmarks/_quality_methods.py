@@ -11,62 +11,81 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from era_sklearn import ERAAdapter
+from era_sklearn import Corpus, ERAAdapter
+from era_sklearn.adapt import Contrastive
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    group: str  # "reference", "align-only", "label-only", "ERA", "hybrid"
+    group: str  # "align-only", "label-only", "ERA", "hybrid"
     params: dict = field(default_factory=dict)
     align: bool = True  # run fit_align on the sampled corpus documents first
     labels: bool = True  # run fit on labelled pairs (False: 0-label row only)
     hybrid: bool = False
+    corpus: bool = True  # pass the cheap corpus to fit as era_sklearn.Corpus
     description: str = ""
 
 
 METHODS = [
     Method("align-only procrustes", "align-only", {"align": "procrustes"}, labels=False,
-           description="ERAAdapter(align='procrustes').fit_align(strong(D_s), cheap(D_s))"),
+           description="ERAAdapter().fit_align(strong(D_s), cheap(D_s))"),
     Method("align-only lstsq", "align-only", {"align": "lstsq"}, labels=False,
            description="ERAAdapter(align='lstsq').fit_align(...)"),
-    Method("align-only cosine (torch)", "align-only", {"align": "cosine"}, labels=False,
-           description="ERAAdapter(align='cosine').fit_align(...)"),
-    Method("label-only ridge", "label-only", {}, align=False,
-           description="ERAAdapter().fit(X, y, ...) without fit_align (closed-form ridge, alpha='auto')"),
-    Method("label-only contrastive (torch)", "label-only", {"adapt": "contrastive"}, align=False,
-           description="ERAAdapter(adapt='contrastive') without fit_align (the paper's Embedding Adapter)"),
-    Method("ERA default (procrustes+ridge)", "ERA", {},
-           description="ERAAdapter() defaults after fit_align; the 0 column is fit_align alone"),
+    Method("align-only torch cosine", "align-only", {"align": "torch"}, labels=False,
+           description="ERAAdapter(align=TorchAlign()).fit_align(...)"),
+    Method("label-only softmax", "label-only", {}, align=False,
+           description="ERAAdapter().fit(X, y, corpus=...) without fit_align (same solver)"),
+    Method("label-only ridge", "label-only", {"adapt": "ridge"}, align=False,
+           description="ERAAdapter(adapt='ridge').fit(...) without fit_align"),
+    Method("label-only contrastive", "label-only", {"adapt": "contrastive"}, align=False,
+           description="ERAAdapter(adapt='contrastive') without fit_align (the paper's "
+                       "Embedding Adapter)"),
+    Method("ERA default (procrustes+softmax)", "ERA", {},
+           description="ERAAdapter() defaults after fit_align, corpus= given; the 0 column is "
+                       "fit_align alone"),
+    Method("ERA default, no corpus", "ERA", {}, corpus=False,
+           description="ERAAdapter() defaults after fit_align, fit(X, y) without corpus= "
+                       "(candidates: align_docs_ + positives)"),
+    Method("ERA procrustes+ridge", "ERA", {"adapt": "ridge"},
+           description="ERAAdapter(adapt='ridge') after fit_align (0.1.0's default)"),
     Method("ERA procrustes+contrastive", "ERA", {"adapt": "contrastive"},
            description="ERAAdapter(adapt='contrastive') after fit_align"),
-    Method("ERA cosine+contrastive (paper)", "ERA", {"align": "cosine", "adapt": "contrastive"},
-           description="ERAAdapter(align='cosine', adapt='contrastive'): torch stage 1 + torch stage 2"),
-    Method("ERA procrustes+contrastive mlp", "ERA", {"adapt": "contrastive", "model": "mlp"},
-           description="ERAAdapter(adapt='contrastive', model='mlp') after fit_align"),
-    Method("hybrid default", "hybrid", {"hybrid": True}, hybrid=True,
-           description="ERAAdapter(hybrid=True) on [strong(q), cheap(q)]; 0 column is fit_align alone"),
-    Method("hybrid contrastive", "hybrid", {"hybrid": True, "adapt": "contrastive"}, hybrid=True,
-           description="ERAAdapter(hybrid=True, adapt='contrastive') after fit_align"),
+    Method("ERA torch cosine+contrastive", "ERA", {"align": "torch", "adapt": "contrastive"},
+           description="ERAAdapter(align='torch', adapt='contrastive'): torch stage 1 + 2"),
+    Method("ERA procrustes+contrastive mlp", "ERA", {"adapt": Contrastive(model="mlp")},
+           description="ERAAdapter(adapt=Contrastive(model='mlp')) after fit_align"),
+    Method("hybrid default (softmax)", "hybrid", {"hybrid": True}, hybrid=True,
+           description="ERAAdapter(hybrid=True) on [strong(q), cheap(q)]; 0 column is "
+                       "fit_align alone"),
+    Method("hybrid ridge", "hybrid", {"hybrid": True, "adapt": "ridge"}, hybrid=True,
+           description="ERAAdapter(hybrid=True, adapt='ridge') (0.1.0's hybrid default)"),
+    Method("hybrid contrastive", "hybrid", {"hybrid": True, "adapt": "contrastive"},
+           hybrid=True, description="ERAAdapter(hybrid=True, adapt='contrastive')"),
 ]
 BY_NAME = {m.name: m for m in METHODS}
 #: Short command-line names.
 ALIASES = {
     "procrustes": "align-only procrustes",
     "lstsq": "align-only lstsq",
-    "cosine": "align-only cosine (torch)",
+    "cosine": "align-only torch cosine",
+    "label-softmax": "label-only softmax",
     "ridge": "label-only ridge",
-    "label-contrastive": "label-only contrastive (torch)",
-    "era": "ERA default (procrustes+ridge)",
+    "label-contrastive": "label-only contrastive",
+    "era": "ERA default (procrustes+softmax)",
+    "era-nocorpus": "ERA default, no corpus",
+    "era-ridge": "ERA procrustes+ridge",
     "era-contrastive": "ERA procrustes+contrastive",
-    "era-cosine-contrastive": "ERA cosine+contrastive (paper)",
+    "era-cosine-contrastive": "ERA torch cosine+contrastive",
     "era-mlp": "ERA procrustes+contrastive mlp",
-    "hybrid": "hybrid default",
+    "hybrid": "hybrid default (softmax)",
+    "hybrid-ridge": "hybrid ridge",
     "hybrid-contrastive": "hybrid contrastive",
 }
-#: The default set, sized to finish the default run in < 5 min on 2 cores.
+#: The default set: the issue-10 comparison, sized for the main job on 2 cores.
 DEFAULT_METHODS = [
-    "procrustes", "ridge", "label-contrastive", "era", "era-contrastive", "era-mlp", "hybrid",
+    "procrustes", "label-softmax", "era", "era-nocorpus", "era-ridge", "era-contrastive",
+    "hybrid", "hybrid-ridge",
 ]
 
 
@@ -94,7 +113,7 @@ def queries_of(data, rows, hybrid):
 
 def align_adapter(method, data, align_docs, seed):
     """A fresh adapter of ``method``, stage 1 run on ``align_docs`` when it aligns."""
-    adapter = ERAAdapter(random_state=seed, **method.params)
+    adapter = ERAAdapter(random_state=seed, **clone_params(method.params))
     if method.align:
         Xa = data.D_strong[align_docs]
         if method.hybrid:
@@ -108,5 +127,12 @@ def fit_labels(adapter, method, data, pairs, seed):
     qi, di, g = pairs
     return adapter.fit(
         queries_of(data, qi, method.hybrid), data.D_cheap[di], sample_weight=g,
-        groups=qi, corpus=data.D_cheap,
+        groups=qi, corpus=Corpus(data.D_cheap) if method.corpus else None,
     )
+
+
+def clone_params(params):
+    """Fresh solver objects per fit (a Method is shared by every cell)."""
+    from sklearn.base import clone
+
+    return {k: clone(v) if hasattr(v, "get_params") else v for k, v in params.items()}

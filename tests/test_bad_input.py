@@ -14,7 +14,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
-from era_sklearn import ERAAdapter
+from era_sklearn import Corpus, ERAAdapter
+from era_sklearn.adapt import Contrastive, Ridge
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 8))
@@ -76,12 +77,15 @@ CASES = [
          ValueError, "1 sample(s) (shape=(1, 8)) while a minimum of 2 is required"),
     Case("one_row_fit", "1 row to fit", lambda: ERAAdapter().fit(X[:1], Y[:1]),
          ValueError, "1 sample(s) (shape=(1, 8)) while a minimum of 2 is required"),
-    Case("zero_row_X", "all-zero row of X, normalize_input=True",
+    Case("zero_row_X", "all-zero row of X (a static model's empty text)",
          lambda: ERAAdapter().fit_align(_with(X, 5, slice(None), 0), Y),
-         ValueError, "X has 1 all-zero row(s) (first at index 5)"),
-    Case("zero_row_Y", "all-zero row of y, normalize_input=True",
+         UserWarning, "1 alignment pair(s) with an all-zero embedding were left out"),
+    Case("zero_row_Y", "all-zero row of y",
          lambda: ERAAdapter().fit_align(X, _with(Y, 5, slice(None), 0)),
-         UserWarning, "Y has 1 all-zero row(s) (first at index 5); they stay zero"),
+         UserWarning, "1 alignment pair(s) with an all-zero embedding were left out"),
+    Case("zero_query", "all-zero query row at transform",
+         lambda: _fitted().transform(_with(X, 2, slice(None), 0)),
+         UserWarning, "X has 1 all-zero row(s) (first at index 2); they stay zero"),
     Case("negative_weight", "negative sample_weight",
          lambda: ERAAdapter().fit_align(X, Y, sample_weight=np.r_[-1.0, np.ones(39)]),
          ValueError, "sample_weight must be non-negative"),
@@ -100,12 +104,27 @@ CASES = [
     Case("hybrid_narrow", "hybrid=True, X not wider than y",
          lambda: ERAAdapter(hybrid=True).fit_align(X[:, :4], Y),
          ValueError, "hybrid=True needs X = [query-encoder embedding, document-encoder"),
-    Case("unknown_torch_kwarg", "unknown torch setting ERAAdapter(adapt__lrr=1)",
-         lambda: ERAAdapter(adapt__lrr=1).fit(X, Y),
-         TypeError, "unexpected keyword argument 'adapt__lrr'; torch settings are one of"),
+    Case("unknown_param", "unknown parameter ERAAdapter().set_params(alhpa=1)",
+         lambda: ERAAdapter().set_params(alhpa=1),
+         ValueError, "Invalid parameter 'alhpa' for estimator ERAAdapter()"),
+    Case("bad_nested", "bad solver setting Contrastive(lr=-1)",
+         lambda: ERAAdapter(adapt=Contrastive(lr=-1.0)).fit(X, Y),
+         ValueError, "The 'lr' parameter of Contrastive must be a float in the range (0.0, inf)"),
+    Case("blend_not_hybrid", "blend set without hybrid=True",
+         lambda: ERAAdapter(blend=0.5).fit_align(X, Y),
+         ValueError, "blend=0.5 only applies with hybrid=True"),
     Case("partial_fit_torch", "partial_fit_align with a torch align",
-         lambda: ERAAdapter(align="cosine").partial_fit_align(X, Y),
+         lambda: ERAAdapter(align="torch").partial_fit_align(X, Y),
          ValueError, "partial_fit_align needs a closed-form align"),
+    Case("stale_align", "align changed after fit_align",
+         lambda: _fitted().set_params(align="lstsq").fit(X, Y),
+         ValueError, "The stage-1 map was fitted with other settings"),
+    Case("corpus_missing_targets", "corpus that does not hold the targets",
+         lambda: _fitted().fit(X, Y, corpus=Corpus(RNG.normal(size=(50, 4)))),
+         ValueError, "40 of 40 target rows are not in the corpus"),
+    Case("corpus_sliceable", "raw corpus array with as many rows as X",
+         lambda: _fitted().fit(X, Y, corpus=Y.copy()),
+         ValueError, "corpus has as many rows as X (40)"),
 ]
 
 
@@ -114,12 +133,6 @@ def test_bad_input(case):
     expect = pytest.warns if issubclass(case.error, Warning) else pytest.raises
     with expect(case.error, match=re.escape(case.match)):
         case.call()
-
-
-def test_unknown_torch_kwarg_lists_known_settings():
-    with pytest.raises(TypeError) as info:
-        ERAAdapter(adapt__lrr=1).fit(X, Y)
-    assert "adapt__lr," in str(info.value) and "module__hidden_size" in str(info.value)
 
 
 #: Inputs that are accepted, with the behaviour the named test pins down.
@@ -147,7 +160,7 @@ ACCEPTED = [
 )
 def test_dtypes(dtype, expected):
     Xd, Yd = np.rint(X * 10).astype(dtype), np.rint(Y * 10).astype(dtype)
-    est = ERAAdapter(alpha=1.0).fit_align(Xd, Yd).fit(Xd, Yd)
+    est = ERAAdapter(adapt=Ridge(alpha=1.0)).fit_align(Xd, Yd).fit(Xd, Yd)
     assert est.coef_.dtype == expected
     assert est.transform(Xd).dtype == expected
 
@@ -163,7 +176,7 @@ def test_dataframe_feature_names():
 @pytest.mark.parametrize("align", ["procrustes", "lstsq"])
 def test_rank_deficient(align):
     Xr, Yr = np.repeat(X[:3], 2, axis=0), np.repeat(Y[:3], 2, axis=0)  # 6 rows < 8 cols, rank 3
-    est = ERAAdapter(align=align, alpha=1.0).fit_align(Xr, Yr).fit(Xr, Yr)
+    est = ERAAdapter(align=align, adapt=Ridge(alpha=1.0)).fit_align(Xr, Yr).fit(Xr, Yr)
     assert est.coef_.shape == (8, 4) and np.isfinite(est.coef_).all()
     out = est.transform(Xr)
     assert out.shape == (6, 4) and np.isfinite(out).all()
