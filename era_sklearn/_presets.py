@@ -17,8 +17,9 @@ def paper_recipe(**overrides):
     document of the query excluded), no in-batch negatives, AdamW lr 1e-5,
     weight decay 1e-4, 10% linear warm-up, batch 256, up to 1,000 epochs,
     early stopping on the validation InfoNCE loss with patience 5, and no
-    closed-form fallback. (The official launch scripts override some of
-    these, e.g. 100 alignment epochs.)
+    closed-form fallback; 10% of the labelled queries validate (ERA's
+    ``label_val_ratio``). (The official launch scripts override some of these,
+    e.g. 100 alignment epochs.)
 
     Parameters
     ----------
@@ -45,7 +46,8 @@ def paper_recipe(**overrides):
         adapt=Contrastive(lr=1e-5, weight_decay=1e-4, max_epochs=1000, batch_size=256,
                           patience=5, warmup=0.1, temperature=0.05, n_negatives=5,
                           negatives="topk_percpos", top_k=2000, threshold=0.95,
-                          in_batch_negatives=False, positives="one", validation_fraction=0.2,
-                          monitor="loss", warm_start="align", fallback=False),
+                          in_batch_negatives=False, positives="one", validation_fraction=0.1,
+                          monitor="loss", min_valid_queries=0, start_as_candidate=False,
+                          warm_start="align", fallback=False),
     )
     return adapter.set_params(**overrides)

@@ -181,7 +181,10 @@ class Contrastive(BaseEstimator):
     min_valid_queries : int, default=10
         Early stopping holds out at least this many queries; with fewer than
         twice as many labelled queries torch is skipped and the closed-form
-        map kept.
+        map kept (0: no such rule, as the paper).
+    start_as_candidate : bool, default=True
+        The starting map competes as epoch 0 for the best epoch, so training
+        that never helps gives it back (the paper: False).
     warm_start : {"align", "ridge"}, default="align"
         Start from the stage-1 prior (the paper) or the closed-form
         :class:`Ridge` map.
@@ -223,7 +226,8 @@ class Contrastive(BaseEstimator):
         "positives": [StrOptions({"all", "one"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "monitor": [StrOptions({"ndcg", "loss"})],
-        "min_valid_queries": [Interval(Integral, 1, None, closed="left")],
+        "min_valid_queries": [Interval(Integral, 0, None, closed="left")],
+        "start_as_candidate": ["boolean"],
         "warm_start": [StrOptions({"align", "ridge"})],
         "fallback": ["boolean"],
         "device": [str],
@@ -234,7 +238,7 @@ class Contrastive(BaseEstimator):
                  temperature=0.05, n_negatives=5, negatives="topk_percpos", top_k=2000,
                  threshold=0.95, in_batch_negatives=True, positives="all",
                  validation_fraction=0.1, monitor="ndcg", min_valid_queries=10,
-                 warm_start="align", fallback=True, device="auto"):
+                 start_as_candidate=True, warm_start="align", fallback=True, device="auto"):
         self.model = model
         self.hidden_size = hidden_size
         self.n_layers = n_layers
@@ -255,6 +259,7 @@ class Contrastive(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.monitor = monitor
         self.min_valid_queries = min_valid_queries
+        self.start_as_candidate = start_as_candidate
         self.warm_start = warm_start
         self.fallback = fallback
         self.device = device
@@ -274,7 +279,7 @@ class Contrastive(BaseEstimator):
         fallback = None
         if self.fallback:
             def fallback(rows_out):
-                return ridge_solver.refit_without(problem, closed, rows_out)
+                return ridge_solver.refit_without(problem, closed, rows_out), problem.intercept
         params, history = train_adapt_torch(
             problem.X, problem.Y, problem.qids, problem.candidates, problem.targets,
             start_W=start, start_b=problem.intercept, fallback=fallback,
