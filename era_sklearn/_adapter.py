@@ -322,9 +322,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         self._validate_params()
         if _is_dask(X) or _is_dask(y):
-            from ._dask import fit_align_dask
-
-            return fit_align_dask(self, X, y, sample_weight)
+            return self._fit_align_dask(X, y, sample_weight)
         X = self._check_X(X, reset=True, min_samples=2)
         Y = self._check_Y(y, X)  # a refit starts over: no width to match
         X = self._normalize_X(X, Y.shape[1])
@@ -334,6 +332,32 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         W, b = self._solve_align(stats, Xq, Y, sample_weight)
         self._set_align(None, Y.shape[1], W, b)  # a later partial_fit_align starts afresh
         return self
+
+    def _fit_align_dask(self, X, y, sample_weight):
+        """``fit_align`` on Dask arrays: the same statistics and solve, block by block."""
+        from ._dask import as_row_blocks, dask_pair_statistics
+
+        if self.align not in CLOSED_FORM_ALIGN:
+            raise ValueError(
+                f"fit_align on dask arrays needs a closed-form align ('procrustes' or 'lstsq'); "
+                f"align={self.align!r} trains with torch on the data itself: pass numpy arrays."
+            )
+        X, Y, w = as_row_blocks(X, y, sample_weight)
+        d_d = Y.shape[1]
+        # The estimator's own checks on a stand-in with the real width and dtype.
+        proxy = self._check_X(np.ones((2, X.shape[1]), dtype=X.dtype), reset=True, min_samples=2)
+        self._check_Y(np.ones((2, d_d), dtype=proxy.dtype), proxy)
+        Xq = X[:, : X.shape[1] - d_d] if self.hybrid else X
+        stats, _ = dask_pair_statistics(
+            Xq, Y, w, gram=self._needs_gram(), normalize=self.normalize_input
+        )
+        W, b = self._solve_align(stats)
+        self._set_align(None, d_d, W, b)  # as fit_align: a later partial_fit_align starts afresh
+        return self
+
+    def _needs_gram(self):
+        # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
+        return self.align == "lstsq" or self.scale
 
     def partial_fit_align(self, X, y, sample_weight=None):
         """Stage 1 on one chunk at a time, for alignment sets past memory.
@@ -399,10 +423,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             sample_weight, _ = check_sample_weight_and_groups(
                 sample_weight, None, len(X), X.dtype
             )
-        # Procrustes needs only X^T Y: skipping the Gram matrix halves the GEMMs.
-        needs_gram = self.align == "lstsq" or self.scale
         stats = PairStatistics.from_arrays(
-            Xq, Y, sample_weight, gram=needs_gram, unit_rows=self.normalize_input
+            Xq, Y, sample_weight, gram=self._needs_gram(), normalize=self.normalize_input
         )
         return Xq, sample_weight, stats
 
