@@ -18,7 +18,6 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -32,7 +31,6 @@ from ._validation import (
     as_target_matrix,
     check_sample_weight_and_groups,
     l2_normalize,
-    row_norms,
 )
 from .adapt import ADAPT_SOLVERS, Contrastive, Ridge, Softmax
 from .align import ALIGN_SOLVERS, LeastSquares, Procrustes, TorchAlign
@@ -304,14 +302,13 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
         w = self._alignment_weights(sample_weight, len(X), X.dtype)
         stats = self._statistics(solver, Xq, Y, w)
-        docs = Reservoir(ALIGN_DOCS_CAPACITY, self.random_state)
+        docs = self._new_reservoir().add(Y, w)
         if isinstance(solver, TorchAlign):
-            Xn, Yn, keep = self._nonzero_pairs(Xq, Y)
-            docs.add(Yn)
+            keep = _nonzero_rows(Xq, Y)
+            Xn, Yn = self._normalize_rows(Xq[keep], "X"), self._normalize_rows(Y[keep], "Y")
             W, b, history = solver.solve(Xn, Yn, stats, random_state=self.random_state,
                                          verbose=self.verbose)
         else:
-            docs.add(self._normalize_rows(Y[_nonzero_rows(Xq, Y)], "Y"))
             W, b = solver.solve_statistics(stats)
             history = None
         self._set_align(W.astype(X.dtype), b, docs.sample(), history)
@@ -357,10 +354,10 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             chunk = self._statistics(solver, Xq, Y, w)
             if first_call:
                 stream = {"stats": chunk, "d_d": Y.shape[1], "solver": solver,
-                          "docs": Reservoir(ALIGN_DOCS_CAPACITY, self.random_state)}
+                          "docs": self._new_reservoir()}
             else:
                 stream["stats"] = stream["stats"] + chunk
-            stream["docs"].add(self._normalize_rows(Y[_nonzero_rows(Xq, Y)], "Y"))
+            stream["docs"].add(Y, w)
             self._align_stream = stream
             # Solving after every chunk would cost an SVD per chunk.
             self._align_pending = True
@@ -399,25 +396,29 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         return stats
 
     def _dask_statistics(self, solver, X, y, sample_weight):
-        from ._dask import dask_pair_statistics
+        from ._dask import as_row_blocks, dask_pair_statistics
 
         if not solver.streams:
             raise ValueError(
                 f"fit_align on dask arrays needs a closed-form align; {type(solver).__name__} "
                 "trains with torch on the data itself: pass numpy arrays."
             )
+        X, Y, w = as_row_blocks(X, y, sample_weight)
         # The in-memory checks on a stand-in with the real width and dtype.
-        proxy = self._check_X(np.ones((2, X.shape[1]), dtype=X.dtype), reset=True, min_samples=2)
-        self._check_hybrid_layout(proxy, np.ones((2, y.shape[1])))
+        self._check_X(np.ones((2, X.shape[1]), dtype=X.dtype), reset=True, min_samples=2)
+        self._check_hybrid_layout(X, Y)
         if self.hybrid:
-            raise ValueError("hybrid=True alignment on dask arrays is not supported: its "
-                             "layout check needs the data; pass numpy arrays.")
+            _check_tail_is_y_dask(X, Y)
+        Xq = X[:, : X.shape[1] - Y.shape[1]] if self.hybrid else X
         stats, docs = dask_pair_statistics(
-            X, y, sample_weight, gram=solver.needs_gram, normalize=self.normalize_input,
-            sample_size=ALIGN_DOCS_CAPACITY, random_state=self.random_state,
+            Xq, Y, w, gram=solver.needs_gram, normalize=self.normalize_input,
+            reservoir=self._new_reservoir(),
         )
         _warn_dropped(stats.n_dropped, "alignment")
-        return stats, docs
+        return stats, docs.sample()
+
+    def _new_reservoir(self):
+        return Reservoir(ALIGN_DOCS_CAPACITY, self.random_state, normalize=self.normalize_input)
 
     def _set_align(self, W, b, docs, history, keep_stream=False):
         """Store stage 1 and reset stage 2 to its prior."""
@@ -702,10 +703,6 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         tail = l2_normalize(X[:, -d_d:], name="X (document-encoder block)", zero_rows=zero_rows)
         return np.hstack([head, tail])
 
-    def _nonzero_pairs(self, Xq, Y):
-        keep = _nonzero_rows(Xq, Y)
-        return self._normalize_rows(Xq[keep], "X"), self._normalize_rows(Y[keep], "Y"), keep
-
     # -- persistence -------------------------------------------------------
     def save(self, path):
         """Write the fitted adapter as safetensors (no pickle involved).
@@ -824,16 +821,30 @@ def _prior_map(W_align, blend, d_in):
     return blend * bases[0] + (1.0 - blend) * bases[1]
 
 
-def _check_tail_is_y(X, Y, min_cosine=0.99):
+def _check_tail_is_y(X, Y):
     """In hybrid alignment data, X's last block must be Y itself (same texts, same encoder)."""
+    tail = l2_normalize(X[:, -Y.shape[1]:], zero_rows="ignore")
+    _require_tail_is_y(np.einsum("ij,ij->i", tail, l2_normalize(Y, zero_rows="ignore")),
+                       Y.shape[1])
+
+
+def _check_tail_is_y_dask(X, Y):
+    """The same check on Dask arrays: one reduction to per-row cosines."""
+    import dask.array as da
+
     tail = X[:, -Y.shape[1]:]
-    num = np.einsum("ij,ij->i", tail, Y)
-    den = row_norms(tail) * row_norms(Y)
-    valid = den > 0  # all-zero rows (left out of the fit) say nothing about the layout
-    cosine = float(np.mean(num[valid] / den[valid])) if valid.any() else 1.0
+    num = da.einsum("ij,ij->i", tail, Y)
+    den = da.sqrt(da.einsum("ij,ij->i", tail, tail) * da.einsum("ij,ij->i", Y, Y))
+    num, den = da.compute(num, den)
+    _require_tail_is_y(np.divide(num, den, out=np.zeros_like(num), where=den > 0), Y.shape[1])
+
+
+def _require_tail_is_y(cosines, width, min_cosine=0.99):
+    valid = cosines != 0  # all-zero rows (left out of the fit) say nothing about the layout
+    cosine = float(np.mean(cosines[valid])) if valid.any() else 1.0
     if cosine < min_cosine:
         raise ValueError(
-            f"hybrid=True: the last {Y.shape[1]} columns of X should be the document encoder's "
+            f"hybrid=True: the last {width} columns of X should be the document encoder's "
             f"embedding of the same texts as y, but their mean cosine with y is {cosine:.3f} "
             f"(< {min_cosine}). Build X as np.hstack([query_encoder(texts), "
             "document_encoder(texts)])."

@@ -1,13 +1,31 @@
-"""Sufficient statistics of a paired embedding set.
+"""Sufficient statistics of a paired embedding set, in one blocked pass.
 
-The closed-form stage-1 solvers only need ``X^T X``, ``X^T Y`` and column sums,
-all of which add up over chunks. Keeping them in one object lets ``fit_align``,
-``partial_fit_align`` and the Dask path share a single solver.
+The closed-form stage-1 solvers only need ``X^T X``, ``X^T Y`` and column
+sums, all of which add up over chunks. Keeping them in one object lets
+``fit_align``, ``partial_fit_align`` and the Dask path share a single solver.
+
+:meth:`PairStatistics.from_arrays` reads the rows once, a block at a time:
+each block is normalised (or weighted) into a reused buffer in the input's
+dtype, then BLAS adds the block's ``X_b^T X_b`` (a symmetric rank-k update:
+half the flops of a GEMM) and ``X_b^T Y_b`` to accumulators. So the
+normalisation costs no extra pass over the data and no copy of it, and a
+float32 fit runs its GEMMs in float32 while the totals are kept in float64.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas
+
+from ._validation import _rescaled_rows, _square_sums
+
+#: Bytes of one block of X: the block, its normalised copy and Y's stay in
+#: the last-level cache between the norm pass and the BLAS calls.
+BLOCK_BYTES = 6 * 2**20
+#: float32 block results are summed in float32 by BLAS for this many rows,
+#: then added to the float64 totals: the float64 additions stay negligible,
+#: and no float32 sum spans more rows than this.
+FLUSH_ROWS = 32_768
 
 
 @dataclass
@@ -15,7 +33,9 @@ class PairStatistics:
     """Weighted sums over rows of paired embeddings ``(x_i, y_i)``.
 
     ``xtx`` is ``None`` when the solver does not need the Gram matrix
-    (Procrustes), which halves the work of a fit.
+    (Procrustes without scale), which halves the work of a fit.
+    ``n_dropped`` counts pairs left out because a row was all zeros (only
+    when the rows were L2-normalised: a zero row has no direction).
     """
 
     weight_sum: float
@@ -27,50 +47,48 @@ class PairStatistics:
     n_dropped: int = 0
 
     @classmethod
-    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, normalize=False):
-        """Statistics of one chunk; the GEMMs run in the inputs' dtype.
+    def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, normalize=False,
+                    block_rows=None):
+        """Statistics of one chunk of pairs, in a single blocked pass.
 
-        Weights are applied to the narrower side where possible: ``X^T (w Y)``
-        copies Y, not X, and the Gram uses ``sqrt(w) X`` once. ``unit_rows``
-        says X's rows are L2-normalised, which saves the pass for ``x_sqnorm``.
+        Parameters
+        ----------
+        X : ndarray of shape (n, d_q)
+            Finite float32 or float64 (other dtypes become float64).
+        Y : ndarray of shape (n, d_d)
+        sample_weight : ndarray of shape (n,), default=None
+            Non-negative, finite.
+        gram : bool, default=True
+            Accumulate ``X^T X`` (least squares, Procrustes with scale).
+        normalize : bool, default=False
+            L2-normalise each row of X and of Y first (overflow-safe: any
+            finite row works, huge or subnormal). Pairs where either row is
+            all zeros are left out and counted in ``n_dropped``.
+        block_rows : int, default=None
+            Rows per block; by default about 6 MiB of X.
+
+        Returns
+        -------
+        stats : PairStatistics
+            All sums in float64.
+
+        Raises
+        ------
+        ValueError
+            If X or Y contains NaN or infinity, or, with ``normalize=False``,
+            if their values are too large to square in their dtype.
         """
-        keep = (np.abs(X).max(axis=1) > 0) & (np.abs(Y).max(axis=1) > 0)
-        n_dropped = int(len(X) - keep.sum())
-        if n_dropped:
-            X, Y = X[keep], Y[keep]
-            sample_weight = None if sample_weight is None else np.asarray(sample_weight)[keep]
-        if normalize:
-            from ._validation import l2_normalize
-
-            X, Y = l2_normalize(X), l2_normalize(Y)
-        unit_rows = normalize
-        if sample_weight is None:
-            w = None
-            weight_sum = float(X.shape[0])
-            x_sum, y_sum = X.sum(axis=0), Y.sum(axis=0)
-            Yw, Xs = Y, X
-        else:
-            w = np.asarray(sample_weight, dtype=X.dtype)
-            weight_sum = float(w.sum(dtype=np.float64))
-            x_sum, y_sum = w @ X, w @ Y
-            Yw = Y * w[:, None]
-            Xs = X * np.sqrt(w)[:, None] if gram else None
-        # Row norms in the input dtype, summed in float64: a float64 einsum
-        # over the whole matrix would cost more than the GEMMs themselves.
-        if unit_rows:
-            x_sqnorm = weight_sum
-        else:
-            row_sq = np.einsum("ij,ij->i", X, X)
-            x_sqnorm = float(row_sq.sum(dtype=np.float64) if w is None else row_sq @ w)
-        return cls(
-            weight_sum=weight_sum,
-            x_sum=x_sum.astype(np.float64),
-            y_sum=y_sum.astype(np.float64),
-            x_sqnorm=x_sqnorm,
-            xty=(X.T @ Yw).astype(np.float64),
-            xtx=(Xs.T @ Xs).astype(np.float64) if gram else None,
-            n_dropped=n_dropped,
-        )
+        X, Y, w = _check_pairs(X, Y, sample_weight)
+        if block_rows is None:
+            block_rows = max(256, BLOCK_BYTES // (X.shape[1] * X.dtype.itemsize))
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be a positive integer; got {block_rows}.")
+        acc = _Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
+                           min(block_rows, max(len(X), 1)))
+        for start in range(0, len(X), block_rows):
+            stop = start + block_rows
+            acc.add(X[start:stop], Y[start:stop], None if w is None else w[start:stop])
+        return acc.result()
 
     def __add__(self, other):
         """Statistics of the union of two disjoint row sets."""
@@ -107,4 +125,181 @@ class PairStatistics:
             x_sqnorm=self.x_sqnorm - n * float(mx @ mx),
             xty=self.xty - n * np.outer(mx, my),
             xtx=xtx,
+            n_dropped=self.n_dropped,
         )
+
+
+def _check_pairs(X, Y, sample_weight):
+    """Shapes and dtypes only: values are checked in the pass itself, for free."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"X and Y must be 2-D with the same number of rows; got shapes {X.shape} and "
+            f"{Y.shape}."
+        )
+    if X.dtype not in (np.float32, np.float64):  # as check_array: float32 stays float32
+        X = X.astype(np.float64)
+    # Y is cast to X's dtype a block at a time, in the pass.
+    if sample_weight is None:
+        return X, Y, None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (X.shape[0],):
+        raise ValueError(f"sample_weight must have shape ({X.shape[0]},); got {w.shape}.")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return X, Y, w
+
+
+class _Accumulator:
+    """Running sums of one pass; ``add`` takes one block of rows.
+
+    Each block is written into reused buffers with one extra column holding
+    ``a = sqrt(weight)`` (0 for a dropped pair): ``[X_s, a]^T [Y_s, a]`` then
+    yields ``X^T Y`` together with both column sums, and the symmetric update
+    of ``[X_s, a]`` yields ``X^T X`` (upper triangle) with the sums again.
+    """
+
+    def __init__(self, d_q, d_d, dtype, gram, normalize, block_rows):
+        self.d_q, self.d_d, self.dtype = d_q, d_d, dtype
+        self.gram, self.normalize = gram, normalize
+        self.x_buf = np.empty((block_rows, d_q + 1), dtype=dtype)
+        self.y_buf = np.empty((block_rows, d_d + 1), dtype=dtype)
+        prefix = "s" if dtype == np.float32 else "d"
+        self.syrk, self.gemm = getattr(blas, prefix + "syrk"), getattr(blas, prefix + "gemm")
+        # BLAS writes into these (Fortran order: no copies); float64 input
+        # accumulates straight into the totals.
+        self.xty_part = np.zeros((d_q + 1, d_d + 1), dtype=dtype, order="F")
+        self.xtx_part = np.zeros((d_q + 1, d_q + 1), dtype=dtype, order="F") if gram else None
+        self.xty = np.zeros((d_q + 1, d_d + 1)) if dtype == np.float32 else self.xty_part
+        self.xtx = (np.zeros((d_q + 1, d_q + 1)) if dtype == np.float32 else self.xtx_part
+                    ) if gram else None
+        self.part_rows = 0  # rows in the float32 partial sums not yet flushed
+        self.part_bound = 0.0  # bound on any entry of the partial sums
+        self.weight_sum = self.x_sqnorm = 0.0
+        self.n_dropped = 0
+
+    def add(self, X, Y, w):
+        """Add one block of rows (``w``: its weights or None)."""
+        n = len(X)
+        if n == 0:
+            return
+        X, Y = X.astype(self.dtype, copy=False), Y.astype(self.dtype, copy=False)
+        a = np.ones(n) if w is None else np.sqrt(w)
+        if self.normalize:
+            x_scale, x_units = self._unit_scales(X, "X")
+            y_scale, y_units = self._unit_scales(Y, "Y")
+            dropped = (x_scale == 0) | (y_scale == 0)
+            self.n_dropped += int(np.count_nonzero(dropped))
+            a[dropped] = 0
+            # Every row of [X_s, a] and [Y_s, a] has squared norm 2 a^2.
+            bound = 2 * float(a @ a)
+        else:
+            sqx, sqy = self._raw_square_sums(X, "X"), self._raw_square_sums(Y, "Y")
+            self.x_sqnorm += float((a * a) @ sqx)
+            bound = max(float((a * a) @ sqx), float((a * a) @ sqy)) + float(a @ a)
+            x_scale = y_scale = np.ones(n)
+            x_units = y_units = None
+        self.weight_sum += float(a @ a)
+        self._check_range(bound)
+        xs = self._fill(self.x_buf, X, a, x_scale, x_units)
+        ys = self._fill(self.y_buf, Y, a, y_scale, y_units)
+        self._update(xs, ys)
+
+    def _fill(self, buf, A, a, scale, units):
+        """``[a * scale * A, a]`` in the buffer; distrusted rows from their exact units."""
+        out = buf[: len(A)]
+        np.multiply(A, (a * scale).astype(self.dtype)[:, None], out=out[:, :-1])
+        if units is not None:
+            rows, unit_rows = units
+            out[rows, :-1] = unit_rows * a[rows, None]
+        out[:, -1] = a
+        return out
+
+    def _unit_scales(self, A, name):
+        """Per-row 1/norm (0 for a zero row), and exact unit rows where squares can't be trusted."""
+        sq, suspect = _square_sums(A)
+        with np.errstate(divide="ignore"):
+            scale = 1.0 / np.sqrt(sq, dtype=np.float64)
+        rows = np.flatnonzero(suspect)
+        if not rows.size:
+            return scale, None
+        _check_finite(A[rows], name)
+        _, units, zero = _rescaled_rows(A[rows])
+        scale[rows] = np.where(zero, 0.0, 1.0)  # nonzero rows are replaced by their units
+        return scale, (rows, units)
+
+    def _raw_square_sums(self, A, name):
+        """Squared row norms (float64); the rows must be finite and their squares representable."""
+        sq, suspect = _square_sums(A)
+        rows = np.flatnonzero(suspect)
+        if rows.size:
+            _check_finite(A[rows], name)
+            norms = _rescaled_rows(A[rows])[0]
+            big = ~(norms <= np.sqrt(np.finfo(self.dtype).max))
+            if big.any():
+                raise ValueError(
+                    f"{name} has values too large for unnormalised fitting: row {rows[big][0]} "
+                    f"has norm {norms[big][0]:.3g}, whose square overflows {self.dtype.name} "
+                    f"(max {np.finfo(self.dtype).max:.3g}). Normalise the rows "
+                    "(normalize_input=True) or rescale the data."
+                )
+        return sq.astype(np.float64)
+
+    def _check_range(self, bound):
+        """Flush the float32 partial sums before they could overflow or grow imprecise."""
+        limit = np.finfo(self.dtype).max / 4
+        if bound > limit:
+            what = ("sample_weight values are too large" if self.normalize else
+                    "X or Y has values too large for unnormalised fitting")
+            raise ValueError(
+                f"{what}: the block's sums of squares reach {bound:.3g}, beyond what "
+                f"{self.dtype.name} can accumulate (max {np.finfo(self.dtype).max:.3g}). "
+                "Rescale them."
+            )
+        if self.dtype == np.float32 and (
+            self.part_rows >= FLUSH_ROWS or self.part_bound + bound > limit
+        ):
+            self._flush()
+        self.part_bound += bound
+
+    def _update(self, xs, ys):
+        beta = 1.0 if self.part_rows or self.dtype == np.float64 else 0.0
+        # C-ordered (n, d) blocks are Fortran-ordered (d, n) matrices: pass
+        # the transposes, so BLAS reads the buffers in place.
+        self.gemm(1.0, xs.T, ys.T, beta=beta, c=self.xty_part, trans_b=1, overwrite_c=1)
+        if self.gram:
+            self.syrk(1.0, xs.T, beta=beta, c=self.xtx_part, trans=0, lower=0, overwrite_c=1)
+        self.part_rows += len(xs)
+
+    def _flush(self):
+        if self.dtype == np.float32 and self.part_rows:
+            self.xty += self.xty_part
+            if self.gram:
+                self.xtx += self.xtx_part
+        self.part_rows, self.part_bound = 0, 0.0
+
+    def result(self):
+        self._flush()
+        d_q, d_d = self.d_q, self.d_d
+        xtx = None
+        if self.gram:
+            upper = np.triu(self.xtx[:d_q, :d_q])
+            xtx = upper + np.triu(upper, 1).T
+        return PairStatistics(
+            weight_sum=self.weight_sum,
+            x_sum=self.xty[:d_q, d_d].copy(),
+            y_sum=self.xty[d_q, :d_d].copy(),
+            x_sqnorm=self.weight_sum if self.normalize else self.x_sqnorm,
+            xty=np.ascontiguousarray(self.xty[:d_q, :d_d]),
+            xtx=xtx,
+            n_dropped=self.n_dropped,
+        )
+
+
+def _check_finite(rows, name):
+    """The error scikit-learn's ``check_array`` gives, for the few rows flagged by their squares."""
+    if np.isnan(rows).any():
+        raise ValueError(f"Input {name} contains NaN.")
+    if np.isinf(rows).any():
+        raise ValueError(f"Input {name} contains infinity or a value too large for "
+                         f"{rows.dtype!r}.")

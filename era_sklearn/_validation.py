@@ -48,8 +48,20 @@ def as_target_matrix(Y, n_rows, *, dtype):
 
 
 def row_norms(A):
-    """Euclidean norm of each row, without the n x d temporary of np.linalg.norm."""
-    return np.sqrt(np.einsum("ij,ij->i", A, A))
+    """Euclidean norm of each row, as float64, without overflow or underflow.
+
+    The fast path sums squares in ``A``'s own dtype (no n x d temporary, no
+    float64 copy); only rows whose sum of squares overflowed, fell into the
+    subnormal range or is zero are recomputed after scaling by their largest
+    absolute value, so any finite row gets its true norm (``inf`` only when the
+    norm itself exceeds float64's range; NaN for a row with NaN or inf).
+    """
+    A = _as_float(A)
+    sq, suspect = _square_sums(A)
+    norms = np.sqrt(sq, dtype=np.float64)
+    if suspect.any():
+        norms[suspect] = _rescaled_rows(A[suspect])[0]
+    return norms
 
 
 def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
@@ -57,11 +69,17 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
 
     With ``zero_rows="warn"`` such rows stay zero (they carry no direction, so
     they add nothing to the fit) and a warning names them; ``"ignore"`` keeps
-    them zero silently (the caller has already counted them). ``copy=False``
-    divides ``A`` in place (for arrays the caller owns).
+    them zero silently (the caller has counted them already). ``copy=False``
+    divides ``A`` in place (for arrays the caller owns). Rows too large or too
+    small to square in ``A``'s dtype (e.g. float32 values near 1e20 or
+    subnormal) are normalised exactly, like any other row.
     """
-    norms = row_norms(A)[:, None]
-    zero = np.flatnonzero(norms[:, 0] == 0)
+    sq, suspect = _square_sums(A)
+    norms = np.sqrt(sq)
+    norms[suspect] = 1  # replaced below by the rescaled rows
+    rows = np.flatnonzero(suspect)
+    _, units, zero = _rescaled_rows(A[rows])
+    zero = rows[zero]
     if zero.size and zero_rows == "raise":
         raise ValueError(
             f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they cannot be "
@@ -74,13 +92,50 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
             UserWarning,
             stacklevel=3,
         )
-    if zero.size:
-        norms[zero] = 1
-    norms = norms.astype(A.dtype, copy=False)
+    norms = norms.astype(A.dtype, copy=False)[:, None]
     if copy:
-        return A / norms
-    A /= norms
-    return A
+        out = A / norms
+    else:
+        out = A
+        out /= norms
+    out[rows] = units
+    return out
+
+
+def _as_float(A):
+    A = np.asarray(A)
+    return A if A.dtype in FLOAT_DTYPES else A.astype(np.float64)
+
+
+def _square_sums(A):
+    """Row sums of squares in ``A``'s dtype, and the rows where they cannot be trusted.
+
+    A sum is trusted when it lies in ``[tiny / eps, max]``: above, it
+    overflowed (or the row holds NaN/inf); below, squares of the row's largest
+    entries were subnormal or zero and lost precision.
+    """
+    sq = np.einsum("ij,ij->i", A, A)
+    info = np.finfo(A.dtype)
+    return sq, ~((sq >= info.tiny / info.eps) & (sq <= info.max))
+
+
+def _rescaled_rows(B):
+    """Norms, unit rows and all-zero flags of the (few) rows ``_square_sums`` distrusts.
+
+    Each row is divided by its largest absolute value before squaring, in
+    float64, so no finite row overflows or underflows. Zero rows get norm 0
+    and stay zero; rows with NaN or inf get a NaN or inf norm and NaN units.
+    """
+    B = B.astype(np.float64)
+    peak = np.max(np.abs(B), axis=1, initial=0.0)
+    zero = peak == 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        units = B / np.where(zero, 1.0, peak)[:, None]
+        scaled = np.sqrt(np.einsum("ij,ij->i", units, units))
+        units /= np.where(zero, 1.0, scaled)[:, None]
+        norms = peak * scaled
+    norms[np.isinf(peak)] = np.inf
+    return norms, units, zero
 
 
 def check_sample_weight_and_groups(sample_weight, groups, n_rows, dtype):

@@ -1,0 +1,342 @@
+"""Stage-1 statistics: the blocked pass, overflow-safe norms, Dask and the document reservoir."""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from era_sklearn import ERAAdapter
+from era_sklearn._closed_form import procrustes, ridge
+from era_sklearn._reservoir import Reservoir
+from era_sklearn._statistics import PairStatistics
+from era_sklearn._validation import l2_normalize, row_norms
+
+
+def _pairs(n=600, d_q=12, d_d=7, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d_q)) + 0.3
+    Y = X @ rng.normal(size=(d_q, d_d)) / np.sqrt(d_q) + 0.1 * rng.normal(size=(n, d_d))
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def _reference(X, Y, w, normalize):
+    """The statistics by their definition, in float64."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    w = np.ones(len(X)) if w is None else np.asarray(w, dtype=np.float64)
+    if normalize:
+        nx, ny = np.linalg.norm(X, axis=1), np.linalg.norm(Y, axis=1)
+        keep = (nx > 0) & (ny > 0)
+        X, Y, w = X[keep] / nx[keep, None], Y[keep] / ny[keep, None], w[keep]
+    return {
+        "weight_sum": w.sum(), "x_sum": w @ X, "y_sum": w @ Y, "xty": X.T @ (w[:, None] * Y),
+        "xtx": X.T @ (w[:, None] * X), "x_sqnorm": w @ np.einsum("ij,ij->i", X, X),
+    }
+
+
+def _assert_close(got, expected, rtol, err_msg=""):
+    """Equal up to ``rtol`` times the largest entry: float32 sums of many rows
+    carry rounding relative to their magnitude, not to each (cancelling) entry."""
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=rtol * scale, err_msg=err_msg)
+
+
+def _assert_stats_close(stats, expected, rtol):
+    for name, value in expected.items():
+        if value is not None:
+            _assert_close(getattr(stats, name), value, rtol, err_msg=name)
+
+
+# -- the blocked pass ---------------------------------------------------------
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-12)])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_from_arrays_equals_the_definition(dtype, rtol, normalize, weighted):
+    X, Y = _pairs(dtype=dtype)
+    w = np.random.default_rng(1).uniform(0, 2, len(X)) if weighted else None
+    # 97-row blocks: a ragged last block, and float32 partial sums flushed often.
+    stats = PairStatistics.from_arrays(X, Y, w, normalize=normalize, block_rows=97)
+    _assert_stats_close(stats, _reference(X, Y, w, normalize), rtol)
+    assert stats.n_dropped == 0
+    no_gram = PairStatistics.from_arrays(X, Y, w, gram=False, normalize=normalize)
+    assert no_gram.xtx is None
+    _assert_close(no_gram.xty, stats.xty, rtol)
+
+
+def test_statistics_add_up_over_chunks():
+    X, Y = _pairs(n=900)
+    w = np.random.default_rng(2).uniform(0.5, 2, len(X))
+    whole = PairStatistics.from_arrays(X, Y, w, normalize=True)
+    parts = [PairStatistics.from_arrays(X[s:s + 250], Y[s:s + 250], w[s:s + 250],
+                                        normalize=True) for s in range(0, 900, 250)]
+    _assert_stats_close(sum(parts[1:], parts[0]), vars(whole) | {"n_dropped": 0}, 1e-6)
+
+
+def test_zero_rows_are_left_out_and_counted():
+    X, Y = _pairs()
+    X[[3, 50]] = 0
+    Y[[50, 77, 600 - 1]] = 0
+    stats = PairStatistics.from_arrays(X, Y, normalize=True)
+    assert stats.n_dropped == 4  # rows 3, 50, 77 and the last: row 50 once
+    assert stats.weight_sum == len(X) - 4
+    _assert_stats_close(stats, _reference(X, Y, None, normalize=True), 2e-6)
+    assert (stats.centered().n_dropped, (stats + stats).n_dropped) == (4, 8)
+
+
+@pytest.mark.parametrize(
+    "dtype, factor",
+    [(np.float32, 1e20), (np.float32, 1e35), (np.float32, 1e-30), (np.float64, 1e300),
+     (np.float64, 1e-300), (np.float64, 1e-310)],
+)
+def test_normalised_statistics_ignore_the_scale_of_rows(dtype, factor):
+    """Squares of 1e20 overflow float32; of 1e-30 underflow; 1e-310 is subnormal itself."""
+    X, Y = _pairs(dtype=dtype)
+    plain = PairStatistics.from_arrays(X, Y, normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow/underflow RuntimeWarning either
+        scaled = PairStatistics.from_arrays(X * dtype(factor), Y * dtype(factor), normalize=True)
+    # Subnormal inputs carry fewer significant bits themselves.
+    rtol = 1e-12 if dtype == np.float64 and factor > 1e-308 else 1e-9 if dtype == np.float64 \
+        else 2e-6
+    _assert_stats_close(scaled, vars(plain), rtol)
+
+
+@pytest.mark.parametrize("dtype, factor", [(np.float32, 1e20), (np.float64, 1e160)])
+def test_unnormalised_statistics_refuse_values_too_large_to_square(dtype, factor):
+    X, Y = _pairs(dtype=dtype)
+    with pytest.raises(ValueError, match="X has values too large for unnormalised fitting"):
+        PairStatistics.from_arrays(X * dtype(factor), Y)
+    with pytest.raises(ValueError, match="Y has values too large for unnormalised fitting"):
+        PairStatistics.from_arrays(X, Y * dtype(factor), gram=False)
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "Input Y contains NaN"),
+                                          (np.inf, "Input Y contains infinity")])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_non_finite_values_are_found_in_the_pass(bad, message, normalize):
+    X, Y = _pairs()
+    Y[123, 4] = bad
+    with pytest.raises(ValueError, match=message):
+        PairStatistics.from_arrays(X, Y, normalize=normalize)
+
+
+def test_float32_stays_float32_in_the_blocks_and_sums_are_float64():
+    X, Y = _pairs(dtype=np.float32)
+    stats = PairStatistics.from_arrays(X, Y.astype(np.float64), normalize=True)
+    assert stats.xtx.dtype == stats.xty.dtype == np.float64
+    # Y is taken in X's dtype (float32), as fit_align does.
+    same = PairStatistics.from_arrays(X, Y, normalize=True)
+    np.testing.assert_array_equal(stats.xty, same.xty)
+
+
+def test_bad_shapes_and_weights_fail_clearly():
+    X, Y = _pairs()
+    with pytest.raises(ValueError, match="same number of rows"):
+        PairStatistics.from_arrays(X, Y[:-1])
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        PairStatistics.from_arrays(X, Y, np.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        PairStatistics.from_arrays(X, Y, -np.ones(len(X)))
+    with pytest.raises(ValueError, match="block_rows"):
+        PairStatistics.from_arrays(X, Y, block_rows=0)
+
+
+# -- overflow-safe row norms ----------------------------------------------------
+@pytest.mark.parametrize(
+    "dtype, factor",
+    [(np.float32, 1.0), (np.float32, 1e20), (np.float32, 3e37), (np.float32, 1e-25),
+     (np.float64, 1e300), (np.float64, 1e-320)],
+)
+def test_row_norms_and_l2_normalize_are_overflow_safe(dtype, factor):
+    X = _pairs(dtype=dtype)[0][:50]
+    exact = np.linalg.norm(X.astype(np.float64), axis=1)
+    A = X * dtype(factor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        norms, unit = row_norms(A), l2_normalize(A)
+    # 1e-320 is subnormal: the scaled input itself keeps only a few digits.
+    rtol = 1e-2 if factor == 1e-320 else 1e-6
+    np.testing.assert_allclose(norms, exact * factor, rtol=rtol)
+    assert unit.dtype == dtype
+    np.testing.assert_allclose(unit, X / exact[:, None], atol=rtol)
+
+
+def test_row_norms_of_non_finite_and_zero_rows():
+    A = np.array([[np.nan, 1.0], [np.inf, 1.0], [0.0, 0.0], [3.0, 4.0]])
+    norms = row_norms(A)
+    assert np.isnan(norms[0]) and norms[1] == np.inf and list(norms[2:]) == [0.0, 5.0]
+
+
+def test_l2_normalize_zero_rows_and_in_place():
+    A = np.array([[3.0, 4.0], [0.0, 0.0], [1e300, 1e300]])
+    with pytest.raises(ValueError, match="1 all-zero row"):
+        l2_normalize(A)
+    with pytest.warns(UserWarning, match="1 all-zero row"):
+        out = l2_normalize(A, zero_rows="warn", copy=False)
+    assert out is A
+    np.testing.assert_allclose(A, [[0.6, 0.8], [0, 0], [0.5**0.5, 0.5**0.5]])
+
+
+# -- regressions against the public estimator (fail on f831c95) ---------------
+def _planted(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 32))
+    R = np.linalg.qr(rng.normal(size=(32, 32)))[0][:, :16]
+    Y = X @ R + 0.1 * rng.normal(size=(500, 16))
+    return X.astype(dtype), Y.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, factor", [(np.float32, 1e20), (np.float64, 1e300)])
+def test_regression_fit_align_on_huge_rows_equals_unscaled(dtype, factor):
+    X, Y = _planted(dtype)
+    plain = ERAAdapter().fit_align(X, Y)
+    huge = ERAAdapter().fit_align(X * dtype(factor), Y)
+    np.testing.assert_allclose(huge.coef_, plain.coef_, atol=1e-5)
+    assert huge.score(X, Y) == pytest.approx(plain.score(X, Y)) and plain.score(X, Y) > 0.9
+
+
+def test_regression_transform_of_huge_rows_is_finite():
+    X, Y = _planted()
+    est = ERAAdapter().fit_align(X, Y)
+    np.testing.assert_allclose(est.transform(X * np.float32(1e20)), est.transform(X),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("align", ["lstsq", "procrustes"])
+def test_regression_unnormalised_huge_values_are_refused(align):
+    X, Y = _planted()
+    with pytest.raises(ValueError, match="too large for unnormalised fitting"):
+        ERAAdapter(align=align, normalize_input=False).fit_align(X * np.float32(1e20), Y)
+
+
+# -- Dask -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def da():
+    return pytest.importorskip("dask.array")
+
+
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dask_statistics_equal_in_memory(da, gram, normalize, weighted):
+    from era_sklearn._dask import dask_pair_statistics
+
+    X, Y = _pairs(n=1000)
+    X[10], Y[500] = 0, 0
+    w = np.random.default_rng(3).uniform(0, 2, len(X)) if weighted else None
+    expected = PairStatistics.from_arrays(X, Y, w, gram=gram, normalize=normalize)
+    dw = None if w is None else da.from_array(w, chunks=400)
+    stats, reservoir = dask_pair_statistics(
+        da.from_array(X, chunks=(300, 5)), da.from_array(Y, chunks=(170, -1)), dw,
+        gram=gram, normalize=normalize,
+    )
+    assert reservoir is None and stats.n_dropped == expected.n_dropped
+    assert (stats.xtx is None) == (not gram)
+    _assert_stats_close(stats, vars(expected), 1e-6)
+
+
+def test_dask_reservoir_equals_streamed_reservoir(da):
+    from era_sklearn._dask import dask_pair_statistics
+
+    X, Y = _pairs(n=1000)
+    Y[::7] = 0  # never sampled
+    _, merged = dask_pair_statistics(
+        da.from_array(X, chunks=130), da.from_array(Y, chunks=130), gram=False, normalize=True,
+        reservoir=Reservoir(capacity=50, random_state=4, normalize=True),
+    )
+    streamed = Reservoir(capacity=50, random_state=4, normalize=True).add(Y)
+    assert merged.n_seen == 1000
+    np.testing.assert_array_equal(merged.sample(), streamed.sample())
+    np.testing.assert_allclose(np.linalg.norm(merged.sample(), axis=1), 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("params", [{"scale": True}, {"scale": True, "center": True},
+                                    {"align": "lstsq", "normalize_input": False}])
+def test_regression_dask_fit_align_equals_in_memory(da, params):
+    """Procrustes with scale and d_q != d_d needs the Gram matrix (it was skipped on Dask;
+    the unnormalised lstsq case is a control that already held on f831c95)."""
+    X, Y = _pairs(n=800, d_q=12, d_d=7)
+    full = ERAAdapter(**params).fit_align(X, Y)
+    est = ERAAdapter(**params).fit_align(da.from_array(X, chunks=300), da.from_array(Y, 300))
+    np.testing.assert_allclose(est.coef_, full.coef_, rtol=1e-5, atol=1e-6)
+
+
+def test_closed_form_solves_agree_on_dask_and_in_memory_statistics(da):
+    from era_sklearn._dask import dask_pair_statistics
+
+    X, Y = _pairs(n=800, d_q=12, d_d=7)
+    local = PairStatistics.from_arrays(X, Y, normalize=True).centered()
+    remote = dask_pair_statistics(da.from_array(X, chunks=300), da.from_array(Y, chunks=300),
+                                  normalize=True)[0].centered()
+    for solve in (lambda s: procrustes(s, scale=True)[0] * procrustes(s, scale=True)[1],
+                  lambda s: ridge(s, 0.1)):
+        _assert_close(solve(remote), solve(local), 1e-6)
+
+
+# -- the document reservoir -------------------------------------------------------
+def _indexed_rows(n):
+    """Row i is [i + 1]: a kept row tells its stream position."""
+    return np.arange(1, n + 1, dtype=np.float64)[:, None]
+
+
+def test_reservoir_is_deterministic_and_independent_of_chunking():
+    rows = _indexed_rows(5000)
+    whole = Reservoir(capacity=300, random_state=7).add(rows)
+    chunked = Reservoir(capacity=300, random_state=7)
+    for start in range(0, 5000, 333):
+        chunked.add(rows[start:start + 333])
+    blocks = [Reservoir(capacity=300, random_state=7, start=s).add(rows[s:s + 1200])
+              for s in range(0, 5000, 1200)]
+    merged = blocks[0]
+    for block in blocks[1:]:
+        merged = merged.merge(block)
+    sample = whole.sample()
+    assert sample.shape == (300, 1) and np.all(np.diff(sample[:, 0]) > 0)  # stream order
+    np.testing.assert_array_equal(chunked.sample(), sample)
+    np.testing.assert_array_equal(merged.sample(), sample)
+    other = Reservoir(capacity=300, random_state=8).add(rows).sample()
+    assert len(np.intersect1d(other, sample)) < 60  # about 300 * 300 / 5000 = 18 by chance
+
+
+def test_reservoir_inclusion_is_uniform():
+    n, capacity, runs = 2000, 200, 300
+    counts = np.zeros(n)
+    for seed in range(runs):
+        kept = Reservoir(capacity=capacity, random_state=seed).add(_indexed_rows(n)).sample()
+        counts[kept[:, 0].astype(int) - 1] += 1
+    # Each tenth of the stream holds a tenth of the picks: 6000 each, sd about 70.
+    per_tenth = counts.reshape(10, -1).sum(axis=1)
+    np.testing.assert_allclose(per_tenth, capacity * runs / 10, rtol=0.05)
+    assert counts.max() < 3 * capacity * runs / n  # no row picked far more than others
+
+
+def test_reservoir_holds_at_most_capacity_rows():
+    rng = np.random.default_rng(0)
+    reservoir = Reservoir(capacity=100, random_state=0)
+    assert reservoir.sample() is None
+    for _ in range(5):
+        chunk = rng.normal(size=(40_000, 64)).astype(np.float32)
+        tracemalloc.start()
+        reservoir.add(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert reservoir._rows.shape == (100, 64) and len(reservoir) == 100
+        # Keys and indices for the chunk, the rows kept: far below a copy of the chunk.
+        assert peak < chunk.nbytes / 4
+    assert reservoir.n_seen == 200_000 and reservoir.sample().dtype == np.float32
+
+
+def test_reservoir_skips_zero_rows_and_zero_weights_and_normalises():
+    rows = _indexed_rows(100) * np.array([[1.0, 2.0]])
+    rows[::2] = 0
+    weights = np.ones(100)
+    weights[1::4] = 0
+    kept = Reservoir(capacity=1000, random_state=0, normalize=True).add(rows, weights).sample()
+    assert len(kept) == 25  # rows 3, 7, 11, ...: odd positions with non-zero weight
+    np.testing.assert_allclose(kept, np.tile([[1, 2]] / np.sqrt(5), (25, 1)))
+
+
+@pytest.mark.parametrize("capacity", [0, -1, 2.5, True])
+def test_reservoir_bad_capacity(capacity):
+    with pytest.raises(ValueError, match="capacity must be a positive integer"):
+        Reservoir(capacity=capacity)
