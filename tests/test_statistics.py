@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from era_sklearn import ERAAdapter
+from era_sklearn.align import Procrustes
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import Reservoir
 from era_sklearn._statistics import PairStatistics
@@ -250,7 +251,8 @@ def test_dask_reservoir_equals_streamed_reservoir(da):
     np.testing.assert_allclose(np.linalg.norm(merged.sample(), axis=1), 1, rtol=1e-6)
 
 
-@pytest.mark.parametrize("params", [{"scale": True}, {"scale": True, "center": True},
+@pytest.mark.parametrize("params", [{"align": Procrustes(scale=True)},
+                                    {"align": Procrustes(scale=True, center=True)},
                                     {"align": "lstsq", "normalize_input": False}])
 def test_regression_dask_fit_align_equals_in_memory(da, params):
     """Procrustes with scale and d_q != d_d needs the Gram matrix (it was skipped on Dask;

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from era_sklearn import ERAAdapter
+from era_sklearn.align import ALIGN_SOLVERS
 
 
 def _pairs(n, d_q, d_d, dtype=np.float32, seed=0):
@@ -23,8 +24,11 @@ def _streamed(est, X, Y, chunk):
 @pytest.mark.parametrize("center", [False, True])
 def test_partial_fit_align_matches_fit_align(align, center):
     X, Y = _pairs(3000, 24, 12)
-    full = ERAAdapter(align=align, center=center).fit_align(X, Y)
-    streamed = _streamed(ERAAdapter(align=align, center=center), X, Y, chunk=700)
+    solver = ALIGN_SOLVERS[align](center=center)
+    full = ERAAdapter(align=solver).fit_align(X, Y)
+    streamed = _streamed(ERAAdapter(align=solver), X, Y, chunk=700)
+    # The reservoir of document rows sees the stream as fit_align sees the whole.
+    np.testing.assert_allclose(streamed.align_docs_, full.align_docs_)
     assert streamed.coef_.dtype == np.float32
     np.testing.assert_allclose(streamed.coef_, full.coef_, atol=1e-5)
     np.testing.assert_allclose(streamed.intercept_, full.intercept_, atol=1e-5)
@@ -43,7 +47,7 @@ def test_partial_fit_align_at_scale(align):
 def test_fit_align_resets_streamed_statistics():
     X, Y = _pairs(400, 8, 4)
     est = ERAAdapter().partial_fit_align(X[:200], Y[:200]).fit_align(X[200:], Y[200:])
-    assert est.align_stats_ is None
+    np.testing.assert_allclose(est.coef_, ERAAdapter().fit_align(X[200:], Y[200:]).coef_)
     np.testing.assert_allclose(
         est.partial_fit_align(X, Y).coef_, ERAAdapter().fit_align(X, Y).coef_, atol=1e-6
     )
@@ -64,7 +68,8 @@ def client():
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"align": "lstsq", "center": True}, {"hybrid": True, "center": True}],
+    [{}, {"align": ALIGN_SOLVERS["lstsq"](center=True)},
+     {"hybrid": True, "align": ALIGN_SOLVERS["procrustes"](center=True)}],
     ids=["procrustes", "lstsq_centered", "hybrid"],
 )
 def test_dask_fit_align_matches_in_memory(client, params):
@@ -77,7 +82,7 @@ def test_dask_fit_align_matches_in_memory(client, params):
     dY = da.from_array(Y, chunks=(1300, -1))  # rows not aligned with X's
     est = ERAAdapter(**params).fit_align(dX, dY, sample_weight=da.from_array(w, chunks=500))
     assert est.coef_.dtype == np.float32 and est.n_features_in_ == X.shape[1]
-    assert est.align_stats_ is None  # as fit_align: a later partial_fit_align starts afresh
+    np.testing.assert_allclose(est.align_docs_, full.align_docs_)  # same reservoir sample
     np.testing.assert_allclose(est.coef_, full.coef_, atol=1e-5)
     np.testing.assert_allclose(est.transform(X), full.transform(X), atol=1e-5)
 
@@ -118,4 +123,4 @@ def test_dask_bad_shapes_fail_clearly(make, message):
 def test_dask_torch_align_is_refused():
     X, Y = _pairs(100, 8, 4)
     with pytest.raises(ValueError, match="closed-form align"):
-        ERAAdapter(align="cosine").fit_align(da.from_array(X, chunks=30), Y)
+        ERAAdapter(align="torch").fit_align(da.from_array(X, chunks=30), Y)
