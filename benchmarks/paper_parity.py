@@ -16,9 +16,9 @@ the difference).
 
 Usage::
 
-    python benchmarks/paper_parity.py                 # all 12 runs, then the table
-    python benchmarks/paper_parity.py --seeds 0 --models m2v-mpnet-256
-    python benchmarks/paper_parity.py --table-only    # table from the saved runs
+    python -m benchmarks.paper_parity                 # all 12 runs, then the table
+    python -m benchmarks.paper_parity --seeds 0 --models m2v-mpnet-256
+    python -m benchmarks.paper_parity --table-only    # table from the saved runs
 
 Runs are appended to ``results/paper_parity.json`` as they finish (a run already
 there is skipped), so an interrupted invocation resumes.
@@ -245,7 +245,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the official runs: one torch thread
     ours = json.loads(OURS_JSON.read_text()) if OURS_JSON.exists() else {"runs": []}
-    ours.update(command="python benchmarks/paper_parity.py", torch=torch.__version__,
+    import era_sklearn
+
+    ours.update(command="python -m benchmarks.paper_parity", torch=torch.__version__,
+                era_sklearn=str(Path(era_sklearn.__file__).parent),
                 torch_threads=torch.get_num_threads(), blas=_blas(),
                 python=platform.python_version(), paper_align=PAPER_ALIGN,
                 paper_adapt=PAPER_ADAPT, validation_fraction=VALIDATION_FRACTION)

@@ -19,6 +19,7 @@ from ._negatives import match_rows, mine_hard_negatives, sample_random_negatives
 from ._queries import unique_rows
 from ._torch_models import build_module, module_to_numpy, numpy_forward, random_linear
 from ._torch_train import (
+    _check_xy,
     _group_split,
     _seeds,
     n_held_out,
@@ -121,9 +122,10 @@ def train_align_torch(
     """
     if init not in _INITS:
         raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
+    X, Y = _check_xy(X, Y)
     seed = _seeds(random_state)
     if init == "random":
-        module = random_linear(np.shape(X)[1], np.shape(Y)[1], random_state=seed)
+        module = random_linear(X.shape[1], Y.shape[1], random_state=seed)
     else:
         if W0 is None:
             raise ValueError("init='procrustes' needs the starting map W0.")
@@ -140,7 +142,7 @@ def train_align_torch(
 
 
 def _one_row_per_group(rows, groups, rng):
-    """One row drawn at random per group among ``rows``, in group order."""
+    """One row drawn at random per group among ``rows``, returned sorted."""
     rows = np.asarray(rows)
     _, inverse = np.unique(groups[rows], return_inverse=True)
     order = rng.permutation(len(rows))
@@ -228,8 +230,9 @@ def _ndcg_loss(X, qids, corpus, anchors, valid_query_rows, device, k=10):
     return loss
 
 
-def _ndcg(Z, query_rows, rel, corpus):
-    return ndcg_at_k(normalize(Z[query_rows]) @ normalize(corpus).T, rel, 10)
+def _ndcg(params, X, rel, corpus):
+    """nDCG@10 of ``numpy_forward(params, X)`` (one row per query) over the corpus."""
+    return ndcg_at_k(numpy_forward(params, X) @ normalize(corpus).T, rel, 10)
 
 
 def _check_adapt_inputs(X, Y, qids, corpus, anchors):
@@ -391,8 +394,7 @@ def train_adapt_torch(
         coef, intercept = fallback(valid_query_rows)
         closed = {"coef": np.asarray(coef, np.float32),
                   "intercept": np.asarray(intercept, np.float32)}
-        if _ndcg(numpy_forward(params, X), query_rows, rel, corpus) \
-                < _ndcg(numpy_forward(closed, X), query_rows, rel, corpus):
+        if _ndcg(params, X[query_rows], rel, corpus) < _ndcg(closed, X[query_rows], rel, corpus):
             history["stop_reason"] += "; closed-form map kept (better on validation)"
             history["kept_fallback"] = True
             return None, history
