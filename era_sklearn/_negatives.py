@@ -1,9 +1,15 @@
-"""Hard-negative mining for ERA's stage 2, following ERA's ``topk_percpos`` rule.
+"""Negatives for ERA's stage 2: its ``topk_percpos`` and ``random`` strategies.
 
-Private module. For each training row (one query, one positive document), a
-teacher (the stage-1 adapter) scores every corpus document. Following
-``create_training_pairs`` / ``_sample_topk_percpos_negatives`` in ERA's
-``src/adapter/label_training.py``:
+Private module. Both follow ``create_training_pairs`` in ERA's
+``src/adapter/label_training.py`` (megagonlabs/ERA 9a7b4d6, lines 679-820): a
+row's negatives never include any document relevant to its query.
+
+``random`` (:func:`sample_random_negatives`): ``n_negatives`` distinct documents
+drawn uniformly from the non-relevant ones.
+
+``topk_percpos`` (:func:`mine_hard_negatives`): for each training row (one query,
+one positive document), a teacher (the stage-1 adapter) scores every corpus
+document; following ``_sample_topk_percpos_negatives``:
 
 1. drop every document relevant to the row's query;
 2. keep the teacher's ``top_k`` documents, best first;
@@ -19,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.preprocessing import normalize
 
-__all__ = ["match_rows", "mine_hard_negatives"]
+__all__ = ["match_rows", "mine_hard_negatives", "sample_random_negatives"]
 
 
 def _normalize(A):
@@ -69,6 +75,18 @@ def _as_positive_sets(positives, n_rows):
     if any(len(p) == 0 for p in sets):
         raise ValueError("Every row needs at least one positive.")
     return sets
+
+
+def _check_pool(pos_sets, n_docs, n_negatives):
+    """Every row must have ``n_negatives`` non-relevant documents to draw from."""
+    if n_negatives < 1:
+        raise ValueError(f"n_negatives must be >= 1, got {n_negatives}.")
+    biggest = max((len(p) for p in pos_sets), default=0)
+    if n_docs - biggest < n_negatives:
+        raise ValueError(
+            f"A query has {biggest} positives among {n_docs} documents: fewer than "
+            f"n_negatives={n_negatives} documents are left to sample from."
+        )
 
 
 def _ranked_candidates(scores, positives, anchors, n_negatives, top_k, threshold):
@@ -172,14 +190,7 @@ def mine_hard_negatives(
     n_docs = len(corpus)
     pos_sets = _as_positive_sets(positives, len(positives))
     n_rows = len(pos_sets)
-    if n_negatives < 1:
-        raise ValueError(f"n_negatives must be >= 1, got {n_negatives}.")
-    biggest = max((len(p) for p in pos_sets), default=0)
-    if n_docs - biggest < n_negatives:
-        raise ValueError(
-            f"A query has {biggest} positives among {n_docs} documents: fewer than "
-            f"n_negatives={n_negatives} documents are left to sample from."
-        )
+    _check_pool(pos_sets, n_docs, n_negatives)
     score_rows = _teacher_scorer(teacher, corpus)
     rng = np.random.default_rng(random_state)
     out = np.empty((n_rows, n_negatives), dtype=np.int64)
@@ -196,4 +207,32 @@ def mine_hard_negatives(
         )
         for r, (cand, pos) in enumerate(zip(ranked, chunk_pos)):
             out[start + r] = _select(rng, cand, n_negatives, n_docs, pos)
+    return out
+
+
+def sample_random_negatives(positives, n_docs, *, n_negatives=5, random_state=None):
+    """ERA's ``random`` strategy: uniform negatives outside each row's positives.
+
+    Parameters
+    ----------
+    positives : sequence of n_rows iterables of int
+        For each row, ALL corpus indices relevant to the row's query; none of
+        them is ever drawn.
+    n_docs : int
+        Number of corpus documents.
+    n_negatives : int, default=5
+        Negatives per row, distinct within a row.
+    random_state : int, numpy Generator or None, default=None
+        Seed of the sampling; the result is deterministic given an int.
+
+    Returns
+    -------
+    negatives : ndarray of shape (n_rows, n_negatives), int64
+    """
+    pos_sets = _as_positive_sets(positives, len(positives))
+    _check_pool(pos_sets, n_docs, n_negatives)
+    rng = np.random.default_rng(random_state)
+    out = np.empty((len(pos_sets), n_negatives), dtype=np.int64)
+    for r, pos in enumerate(pos_sets):
+        out[r] = _backfill(rng, n_docs, set(pos.tolist()), n_negatives)
     return out

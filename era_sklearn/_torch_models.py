@@ -27,7 +27,7 @@ import torch
 from scipy.special import erf
 from torch import nn
 
-__all__ = ["build_module", "module_from_numpy", "module_to_numpy", "numpy_forward"]
+__all__ = ["build_module", "module_from_numpy", "module_to_numpy", "numpy_forward", "random_linear"]
 
 _MODELS = ("linear", "mlp")
 # Same floor as torch.nn.functional.normalize, so numpy and torch agree on zero rows.
@@ -128,6 +128,31 @@ def build_module(model, W0, b0=None, *, hidden_size=512, n_layers=1, dropout=0.1
         raise ValueError(f"model must be one of {_MODELS}, got {model!r}.")
     _copy_linear_(module.proj, W0, b0)
     return module
+
+
+def random_linear(d_in, d_out, *, random_state=None):
+    """A linear adapter with torch's default random initialisation (ERA's stage 1).
+
+    ``nn.Linear``'s own initialisation (Kaiming-uniform weights, uniform bias),
+    drawn from a fork of the global torch RNG seeded with ``random_state``, so the
+    caller's RNG is left untouched and equal seeds give equal modules.
+
+    Parameters
+    ----------
+    d_in, d_out : int
+        Input and output dimensions.
+    random_state : int or None, default=None
+        Seed; None draws from the global torch RNG.
+
+    Returns
+    -------
+    module : LinearAdapter
+        On CPU, float32.
+    """
+    with torch.random.fork_rng(devices=[], enabled=random_state is not None):
+        if random_state is not None:
+            torch.manual_seed(random_state)
+        return LinearAdapter(int(d_in), int(d_out))
 
 
 def _mlp_linears(module):

@@ -99,6 +99,14 @@ def _seeds(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+def n_held_out(n_groups, validation_fraction):
+    """Groups held out by :func:`_group_split`: the rounded fraction, at least one
+    on each side when the fraction is > 0 (0 with fewer than two groups)."""
+    if validation_fraction <= 0 or n_groups < 2:
+        return 0
+    return min(max(round(n_groups * validation_fraction), 1), n_groups - 1)
+
+
 def _group_split(groups, validation_fraction, rng):
     """Split row indices so that all rows of a group fall on one side.
 
@@ -109,9 +117,7 @@ def _group_split(groups, validation_fraction, rng):
         fewer than two groups.
     """
     uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_valid = 0
-    if validation_fraction > 0 and len(uniq) > 1:
-        n_valid = min(max(round(len(uniq) * validation_fraction), 1), len(uniq) - 1)
+    n_valid = n_held_out(len(uniq), validation_fraction)
     is_valid = np.zeros(len(uniq), dtype=bool)
     is_valid[rng.permutation(len(uniq))[:n_valid]] = True
     rows = np.arange(len(inverse))
@@ -181,19 +187,27 @@ def _fit(module, batch_loss, train_rows, valid_rows, *, seed, **kwargs):
 
 
 def _epochs(module, batch_loss, train_rows, valid_rows, *, optimizer, scheduler, batch_size,
-            valid_fn=None,
-            max_epochs, patience, seed, verbose, desc):
+            max_epochs, patience, seed, verbose, desc, monitor=None,
+            start_as_candidate=True):
     """The epoch loop of :func:`_fit`."""
     history = TrainingHistory()
-    if valid_fn is None:
+    if monitor is None:
         def valid_fn():
             return _mean_loss(module, batch_loss, valid_rows, batch_size)
+    else:
+        def valid_fn():
+            module.eval()
+            try:
+                return float(monitor(module))
+            finally:
+                module.train()
     generator = torch.Generator().manual_seed(seed)
     best_state = None
     bad_epochs = 0
-    if patience is not None and len(valid_rows):
+    if patience is not None and len(valid_rows) and start_as_candidate:
         # Epoch 0, the starting map, is a candidate too: training that never
         # beats it on validation gives the start back instead of drifting away.
+        # (ERA's own loop does not do this: its first candidate is epoch 1.)
         start_loss = valid_fn()
         history.epochs.append({"epoch": 0, "train_loss": None, "valid_loss": start_loss,
                                "lr": 0.0, "seconds": 0.0})
@@ -352,8 +366,8 @@ def _check_negatives(corpus, negatives, n_rows):
 def train_contrastive(
     module, X, Y, *, groups, corpus=None, negatives=None, temperature=0.05, lr=1e-5,
     weight_decay=1e-4, warmup=0.1, max_epochs=1000, batch_size=256, patience=5,
-    validation_fraction=0.1, in_batch_negatives=True, targets=None, random_state=None,
-    device="cpu", verbose=0,
+    validation_fraction=0.1, split=None, in_batch_negatives=True, valid_loss=None,
+    start_as_candidate=True, random_state=None, device="cpu", verbose=0,
 ):
     """Stage 2: refine the adapter with InfoNCE on (query, relevant document) rows.
 
@@ -385,15 +399,19 @@ def train_contrastive(
     patience : int or None, default=5
         Early stopping on validation loss; None disables it.
     validation_fraction : float, default=0.1
-        Fraction of groups held out.
+        Fraction of groups held out (ignored when ``split`` is given).
+    split : (train_rows, valid_rows) of int arrays, default=None
+        Explicit rows to train on and to validate on, instead of a random
+        group split.
     in_batch_negatives : bool, default=True
         Also use the other queries' positives in the batch as negatives. ERA's
         released loss uses only the hard negatives (``False``).
-    targets : array-like of shape (n_rows,), default=None
-        Corpus index of each row's positive. With ``corpus``, early stopping
-        then monitors ``1 - nDCG@10`` of the validation queries ranking the
-        whole corpus (recorded as ``valid_loss``) instead of their InfoNCE
-        loss, which kept falling on SciFact while retrieval got worse.
+    valid_loss : callable, default=None
+        ``valid_loss(module) -> float`` (module in eval mode), lower is better,
+        monitored instead of the validation rows' InfoNCE loss.
+    start_as_candidate : bool, default=True
+        With early stopping, the starting weights compete as epoch 0 for the
+        best epoch (ERA: False, its first candidate is epoch 1).
     random_state : int, RandomState or None, default=None
     device : {"cpu", "cuda", "auto"}, default="cpu"
     verbose : int, default=0
@@ -411,8 +429,11 @@ def train_contrastive(
         raise ValueError("Without in-batch negatives, hard negatives are required.")
     dev = resolve_device(device)
     seed = _seeds(random_state)
-    train_rows, valid_rows = _group_split(groups, validation_fraction,
-                                          np.random.default_rng(seed))
+    if split is None:
+        train_rows, valid_rows = _group_split(groups, validation_fraction,
+                                              np.random.default_rng(seed))
+    else:
+        train_rows, valid_rows = (np.asarray(r, dtype=np.int64) for r in split)
     Xt = torch.as_tensor(X, device=dev)
     Yt = nn.functional.normalize(torch.as_tensor(Y, device=dev), dim=1)
     gt = torch.as_tensor(np.unique(groups, return_inverse=True)[1], device=dev)
@@ -425,40 +446,15 @@ def train_contrastive(
     steps = max_epochs * -(-len(train_rows) // batch_size)
     scheduler = _warmup_linear_decay(optimizer, steps, warmup)
     batch_loss = _infonce(module, Xt, Yt, Ct, negt, gt, temperature, in_batch_negatives)
-    valid_fn = None
-    if targets is not None and Ct is not None and len(valid_rows):
-        valid_fn = _ndcg_monitor(module, Xt, Ct, groups, np.asarray(targets), valid_rows)
     history = _fit(
         module, batch_loss, torch.as_tensor(train_rows, device=dev),
         torch.as_tensor(valid_rows, device=dev), optimizer=optimizer,
         scheduler=scheduler, batch_size=batch_size, max_epochs=max_epochs,
-        patience=patience, seed=seed, verbose=verbose, desc="contrastive", valid_fn=valid_fn,
+        patience=patience, seed=seed, verbose=verbose, desc="contrastive",
+        monitor=valid_loss, start_as_candidate=start_as_candidate,
     )
     module.to("cpu")
     return history
-
-
-def _ndcg_monitor(module, Xt, Ct, groups, targets, valid_rows, k=10):
-    """``1 - nDCG@10`` of the validation queries over the whole corpus, as a loss."""
-    rows = np.asarray(valid_rows)
-    _, first, local = np.unique(groups[rows], return_index=True, return_inverse=True)
-    relevant = torch.zeros((len(first), Ct.shape[0]), dtype=torch.bool, device=Ct.device)
-    relevant[torch.as_tensor(local.ravel()), torch.as_tensor(targets[rows])] = True
-    n_rel = relevant.sum(dim=1).clamp(max=k)
-    discount = 1.0 / torch.log2(torch.arange(k, device=Ct.device, dtype=Ct.dtype) + 2)
-    idcg = torch.stack([discount[:n].sum() for n in n_rel.tolist()])
-    queries = Xt[torch.as_tensor(rows[first], device=Xt.device)]
-    k = min(k, Ct.shape[0])
-
-    def valid_fn():
-        module.eval()
-        with torch.no_grad():
-            top = (module(queries) @ Ct.T).topk(k, dim=1).indices
-            dcg = (relevant.gather(1, top).to(Ct.dtype) * discount[:k]).sum(dim=1)
-        module.train()
-        return 1.0 - float((dcg / idcg).mean())
-
-    return valid_fn
 
 
 def _find_state_dict(obj):
@@ -502,4 +498,7 @@ def load_era_checkpoint(path):
             f"{tuple(weight.shape)} and {tuple(bias.shape)}."
         )
     W = weight.detach().to(torch.float32).numpy().T
-    return np.ascontiguousarray(W), bias.detach().to(torch.float32).numpy().copy()
+    b = bias.detach().to(torch.float32).numpy()
+    if not (np.isfinite(W).all() and np.isfinite(b).all()):
+        raise ValueError(f"{path}: the checkpoint holds non-finite (NaN or inf) weights.")
+    return np.ascontiguousarray(W), b.copy()

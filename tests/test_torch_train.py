@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from era_sklearn._negatives import match_rows, mine_hard_negatives
+from era_sklearn import _torch_train
+from era_sklearn._negatives import match_rows, mine_hard_negatives, sample_random_negatives
+from era_sklearn._torch_fit import (
+    PAPER_ADAPT,
+    draw_negatives,
+    select_rows,
+    train_adapt_torch,
+    train_align_torch,
+)
 from era_sklearn._torch_models import (
     build_module,
     module_from_numpy,
@@ -20,6 +28,16 @@ from era_sklearn._torch_train import (
 )
 
 D_IN, D_OUT = 24, 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Tiny tensors gain nothing from threads, and on a loaded 2-core machine
+    # oversubscription made one test 30x slower (0.9 s -> 26 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _normalize(A):
@@ -267,7 +285,6 @@ def test_alignment_reduces_loss_and_history_is_plain(task):
 
 
 def test_resolve_device():
-    assert resolve_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     if not torch.cuda.is_available():
@@ -310,3 +327,209 @@ def test_load_era_checkpoint_errors(tmp_path):
     torch.save({"proj.weight": torch.zeros(2, 3), "proj.bias": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match="must be"):
         load_era_checkpoint(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["proj.weight", "proj.bias"])
+def test_load_era_checkpoint_refuses_non_finite_weights(tmp_path, bad, where):
+    state = {"proj.weight": torch.zeros(D_OUT, D_IN), "proj.bias": torch.zeros(D_OUT)}
+    state[where].view(-1)[3] = bad
+    path = tmp_path / "adapter.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="non-finite"):
+        load_era_checkpoint(path)
+
+
+# ---------------------------------------------------------------- random negatives
+
+
+def test_random_negatives_avoid_positives_and_are_uniform():
+    positives = [{0, 1, 2}, {5}] * 200
+    neg = sample_random_negatives(positives, 10, n_negatives=4, random_state=0)
+    assert neg.shape == (400, 4)
+    for row, pos in zip(neg, positives):
+        assert len(set(row)) == 4 and not set(row) & pos
+    # Uniform over the allowed documents: each of the 7 allowed for row type 0
+    # is drawn about 4/7 of the time.
+    counts = np.bincount(neg[::2].ravel(), minlength=10)[3:] / 200
+    np.testing.assert_allclose(counts, 4 / 7, atol=0.12)
+    np.testing.assert_array_equal(
+        neg, sample_random_negatives(positives, 10, n_negatives=4, random_state=0))
+    with pytest.raises(ValueError, match="fewer than"):
+        sample_random_negatives([{0, 1, 2}], 6, n_negatives=4)
+
+
+# ---------------------------------------------------------------- pure solvers
+
+
+def _paper(**kw):
+    """ERA's stage-2 recipe with a budget small enough for a test."""
+    return PAPER_ADAPT | {"lr": 1e-2, "warmup": 0.0, "max_epochs": 4, "batch_size": 64,
+                          "validation_fraction": 0.25} | kw
+
+
+def _adapt(task, seed=0, **kw):
+    W0 = np.random.default_rng(100).normal(scale=0.1, size=(D_IN, D_OUT)).astype(np.float32)
+    return train_adapt_torch(task["X"], task["Y"], task["groups"], task["corpus"],
+                             task["anchors"], start_W=W0, start_b=np.zeros(D_OUT),
+                             random_state=seed, **_paper(**kw))
+
+
+def test_adapt_is_deterministic_and_seeded(task):
+    a, ha = _adapt(task, seed=0)
+    b, hb = _adapt(task, seed=0)
+    c, _ = _adapt(task, seed=1)
+    assert set(a) == {"coef", "intercept"}
+    np.testing.assert_array_equal(a["coef"], b["coef"])
+    assert ha["train_rows"] == hb["train_rows"]
+    assert not np.array_equal(a["coef"], c["coef"])
+
+
+def test_one_positive_per_query_is_fixed_across_epochs(task, monkeypatch):
+    # Spy on the rows the loss sees in training mode; one batch per epoch.
+    seen = []
+    original = _torch_train._infonce
+
+    def spy(module, Xt, Yt, *args):
+        inner = original(module, Xt, Yt, *args)
+
+        def batch_loss(idx):
+            if module.training:
+                seen.append(sorted(tuple(np.round(y, 5)) for y in Yt[idx].detach().numpy()))
+            return inner(idx)
+
+        return batch_loss
+
+    monkeypatch.setattr(_torch_train, "_infonce", spy)
+    _, history = _adapt(task, positives="one", batch_size=1000, max_epochs=5, patience=None)
+    assert len(seen) == 5 and all(epoch == seen[0] for epoch in seen)
+    rows = np.array(history["train_rows"])
+    groups = task["groups"][rows]
+    assert len(np.unique(groups)) == len(rows) == history["n_train_queries"] == len(seen[0])
+    Y = _normalize(task["Y"][rows])
+    assert seen[0] == sorted(tuple(np.round(y, 5)) for y in Y)
+    # The positive is drawn at random: of the two-positive queries, some train on
+    # their second row (a "first row" rule would never do so).
+    first = {g: r for r, g in reversed(list(enumerate(task["groups"])))}
+    assert sum(first[g] != r for g, r in zip(groups, rows)) > 5
+
+
+def test_all_positives_trains_on_every_row_of_the_train_queries(task):
+    _, history = _adapt(task, positives="all", max_epochs=1)
+    rows = np.array(history["train_rows"])
+    train_queries = set(task["groups"][rows])
+    assert set(np.flatnonzero(np.isin(task["groups"], list(train_queries)))) == set(rows)
+
+
+@pytest.mark.parametrize("strategy", ["topk_percpos", "random"])
+def test_negatives_never_include_a_querys_qrels(task, strategy):
+    rng = np.random.default_rng(0)
+    rows = select_rows(task["groups"], 0.2, "one", rng)[0]
+    neg = draw_negatives(rows, task["X"], task["groups"], task["corpus"], task["anchors"],
+                         start_W=task["M"], start_b=np.zeros(D_OUT), strategy=strategy,
+                         n_negatives=5, top_k=2000, threshold=0.95, rng=rng)
+    assert neg.shape == (len(rows), 5)
+    # Positives of the query, including those of rows not trained on.
+    for r, row in zip(rows, neg):
+        assert not set(row) & task["positives"][r]
+    assert any(len(task["positives"][r]) == 2 for r in rows)
+
+
+def test_random_and_topk_percpos_differ(task):
+    rng_args = dict(start_W=task["M"], start_b=np.zeros(D_OUT), n_negatives=5, top_k=2000,
+                    threshold=0.95)
+    rows = np.arange(len(task["X"]))
+    negs = {s: draw_negatives(rows, task["X"], task["groups"], task["corpus"], task["anchors"],
+                              strategy=s, rng=np.random.default_rng(0), **rng_args)
+            for s in ("topk_percpos", "random")}
+    scores = _normalize(task["X"] @ task["M"]) @ _normalize(task["corpus"]).T
+    hard = np.take_along_axis(scores, negs["topk_percpos"], axis=1).mean()
+    easy = np.take_along_axis(scores, negs["random"], axis=1).mean()
+    assert hard > easy + 0.3  # mined negatives are the teacher's near misses
+    a, _ = _adapt(task, negatives="topk_percpos")
+    b, _ = _adapt(task, negatives="random")
+    assert not np.allclose(a["coef"], b["coef"])
+
+
+def test_early_stopping_on_validation_loss_with_patience(task):
+    # Shuffled labels and a high lr: the validation InfoNCE loss rises early.
+    rng = np.random.default_rng(0)
+    noisy = dict(task, Y=task["Y"][rng.permutation(len(task["Y"]))],
+                 anchors=task["anchors"][rng.permutation(len(task["Y"]))])
+    params, history = _adapt(noisy, lr=0.1, max_epochs=200, batch_size=16, patience=3,
+                             monitor="loss", start_as_candidate=False)
+    epochs = history["epochs"]
+    assert history["stop_reason"] == "early_stopping" and len(epochs) < 200
+    assert epochs[0]["epoch"] == 1  # ERA: the start map is no candidate
+    assert history["best_epoch"] == epochs[-1]["epoch"] - 3
+    valid = [e["valid_loss"] for e in epochs]
+    assert history["best_valid_loss"] == min(valid)
+    assert max(valid) > 1.0  # an InfoNCE loss over 6 logits, not 1 - nDCG
+    _, with_start = _adapt(noisy, lr=0.1, max_epochs=200, batch_size=16, patience=3,
+                           monitor="loss", start_as_candidate=True)
+    assert with_start["epochs"][0]["epoch"] == 0
+
+
+def test_ndcg_monitor_records_one_minus_ndcg(task):
+    _, history = _adapt(task, monitor="ndcg", patience=None, max_epochs=3)
+    valid = [e["valid_loss"] for e in history["epochs"]]
+    assert all(0.0 <= v <= 1.0 for v in valid)
+
+
+def test_fallback_keeps_the_better_closed_form_map(task):
+    planted = lambda rows: (task["M"], np.zeros(D_OUT))  # noqa: E731
+    useless = lambda rows: (np.zeros((D_IN, D_OUT)), np.ones(D_OUT))  # noqa: E731
+    calls = []
+    params, history = _adapt(task, fallback=lambda rows: calls.append(rows) or planted(rows),
+                             max_epochs=1, lr=1e-4)
+    assert params is None and history["kept_fallback"]
+    assert "closed-form map kept" in history["stop_reason"]
+    # The fallback got every row of the validation queries and none of the others.
+    valid = calls[0]
+    trained = set(task["groups"][history["train_rows"]])
+    assert not trained & set(task["groups"][valid])
+    assert len(np.unique(task["groups"][valid])) == history["n_valid_queries"]
+    params, history = _adapt(task, fallback=useless, max_epochs=1)
+    assert params is not None and not history["kept_fallback"]
+
+
+def test_too_few_queries_skips_training(task):
+    params, history = _adapt(task, min_valid_queries=100)
+    assert params is None and history["stop_reason"] == "too_few_queries"
+
+
+@pytest.mark.parametrize("name, value", [("negatives", "hard"), ("positives", "two"),
+                                         ("monitor", "recall")])
+def test_adapt_rejects_unknown_choices(task, name, value):
+    with pytest.raises(ValueError, match=name):
+        _adapt(task, **{name: value})
+
+
+def test_align_init_random_differs_from_procrustes_init(task):
+    rng = np.random.default_rng(0)
+    W0 = rng.normal(size=(D_IN, D_OUT)).astype(np.float32)
+    b0 = rng.normal(size=D_OUT).astype(np.float32)
+    kw = {"max_epochs": 0, "random_state": 0}
+    W, b, history = train_align_torch(task["X"], task["Y"], W0=W0, b0=b0, **kw)
+    np.testing.assert_array_equal(W, W0)
+    np.testing.assert_array_equal(b, b0)
+    Wr, br, _ = train_align_torch(task["X"], task["Y"], init="random", **kw)
+    again, _, _ = train_align_torch(task["X"], task["Y"], init="random", **kw)
+    other, _, _ = train_align_torch(task["X"], task["Y"], init="random",
+                                    max_epochs=0, random_state=1)
+    np.testing.assert_array_equal(Wr, again)
+    assert not np.array_equal(Wr, other)
+    # torch's nn.Linear init: uniform within 1/sqrt(d_in), bias too.
+    bound = 1 / np.sqrt(D_IN)
+    assert np.abs(Wr).max() <= bound and np.abs(br).max() <= bound
+    assert np.abs(Wr).max() > 0.8 * bound and np.abs(br).max() > 0
+    # Trained from either start, the maps differ.
+    kw = {"max_epochs": 3, "lr": 1e-2, "random_state": 0}
+    Wp, _, _ = train_align_torch(task["X"], task["Y"], W0=W0, b0=b0, **kw)
+    Wr, _, hr = train_align_torch(task["X"], task["Y"], init="random", **kw)
+    assert not np.allclose(Wp, Wr, atol=1e-2)
+    assert hr["n_train"] == round(0.9 * len(task["X"])) and len(hr["epochs"]) == 3
+    with pytest.raises(ValueError, match="W0"):
+        train_align_torch(task["X"], task["Y"], init="procrustes")
+    with pytest.raises(ValueError, match="init"):
+        train_align_torch(task["X"], task["Y"], init="zeros")
