@@ -13,6 +13,7 @@ attributes.
   or residual MLP, CPU or GPU).
 """
 
+import warnings
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -276,6 +277,7 @@ class Contrastive(BaseEstimator):
         settings = self.get_params()
         for name in ("warm_start", "fallback"):
             settings.pop(name)
+        settings["n_negatives"] = _available_negatives(problem, self.n_negatives)
         fallback = None
         if self.fallback:
             def fallback(rows_out):
@@ -292,6 +294,22 @@ class Contrastive(BaseEstimator):
         return AdaptResult(coef=coef, intercept=intercept, blend=closed.blend,
                            penalty=closed.penalty, module_params=params or None,
                            history=history, cv_results=closed.cv_results)
+
+
+def _available_negatives(problem, n_negatives):
+    """``n_negatives``, or fewer when the candidates cannot supply them (with a warning)."""
+    pairs = np.unique(np.stack([problem.qids, problem.targets]), axis=1)
+    most_positives = int(np.bincount(pairs[0]).max())
+    available = len(problem.candidates) - most_positives
+    if available >= n_negatives:
+        return n_negatives
+    warnings.warn(
+        f"Only {len(problem.candidates)} candidate documents, of which a query has "
+        f"{most_positives} relevant: {max(available, 0)} negatives per row instead of "
+        f"{n_negatives}. Pass corpus= to mine from the whole collection.",
+        UserWarning, stacklevel=4,
+    )
+    return max(available, 0)
 
 
 class Softmax(BaseEstimator):
