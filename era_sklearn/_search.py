@@ -9,7 +9,6 @@ ids with cosine similarities.
 
 import numpy as np
 from sklearn import get_config
-from sklearn.preprocessing import normalize
 from sklearn.utils import gen_batches
 from sklearn.utils.validation import check_is_fitted
 
@@ -63,14 +62,12 @@ class ExactIndex(_BaseIndex):
         self.n_neighbors = n_neighbors
         self.space = space
 
-    def _prepare(self, X):
-        return normalize(X) if self.space == "cosine" else X
-
+    # Rows arrive validated: unit-norm for cosine, bounded norms otherwise (_BaseIndex._validate).
     def _build(self, D):
-        self.docs_ = self._prepare(D)
+        self.docs_ = D
 
     def _append(self, D):
-        self.docs_ = np.concatenate([self.docs_, self._prepare(D)])
+        self.docs_ = np.concatenate([self.docs_, D])
 
     def _stored_vectors(self):
         return self.docs_
@@ -84,7 +81,6 @@ class ExactIndex(_BaseIndex):
         return np.sqrt(np.maximum(sq, 0))
 
     def _query(self, Q, k):
-        Q = self._prepare(Q)
         # Bound the (chunk, n_docs) distance block by sklearn's working_memory.
         # (l2 holds about three such blocks at once, so budget for that.)
         row_bytes = 3 * 4 * self.n_samples_fit_

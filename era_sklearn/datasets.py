@@ -8,12 +8,13 @@ an ERA adapter trains on (``X = Q[qi]``, ``Y = D[di]``, ``groups = qi``).
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ class RetrievalDataset:
         Document id to document text.
     queries : dict of str to str
         Query id to query text (without any instruction).
-    qrels : dict of str to dict of str to int
-        Query id to ``{document id: grade}``; only grades > 0 are kept.
+    qrels : dict of str to dict of str to int or float
+        Query id to ``{document id: grade}``; only grades > 0 are kept. Grades
+        are ints, or floats where the file gives fractional ones.
     instructions : dict of str to str or None
         Query id to its task instruction (MAIR), or None when the task has none (BEIR).
 
@@ -144,20 +146,124 @@ def query_text(instruction, query):
 
 
 def _read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    """JSON objects of a jsonl file, one per non-blank line.
+
+    ``utf-8-sig`` drops a byte-order mark (editors on Windows write one), which
+    would otherwise make the first line invalid JSON.
+    """
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {lineno} is not valid JSON: {e}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {lineno} is not a JSON object.")
+            yield lineno, row
+
+
+def _field(row, key, path, lineno):
+    if key not in row:
+        raise ValueError(f"{path} line {lineno} has no {key!r} field.")
+    return row[key]
+
+
+def _id_map(pairs, path):
+    """``{id: value}`` of ``(lineno, id, value)`` triples; a repeated id is an error."""
+    out, first_line = {}, {}
+    for lineno, key, value in pairs:
+        if key in out:
+            raise ValueError(
+                f"{path} line {lineno} repeats the id {key!r} of line {first_line[key]}; "
+                "ids must be unique."
+            )
+        out[key], first_line[key] = value, lineno
+    return out
+
+
+def _grade(text, where):
+    """A relevance grade: an int, or a float when the file gives a fractional one."""
+    try:
+        grade = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: grade {text!r} is not a number.") from None
+    if not math.isfinite(grade):
+        raise ValueError(f"{where}: grade {text!r} is not finite.")
+    return int(grade) if grade.is_integer() else grade
+
+
+def _warn_fractional(fractional, where, stacklevel):
+    if fractional:
+        warnings.warn(
+            f"{where} has {len(fractional)} fractional grade(s) (first: {fractional[0]}); "
+            "they are kept as floats. era_sklearn.metrics and qrels_to_pairs use them as "
+            "they are; trec_eval-based tools (pytrec_eval, ir_measures) need int grades.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+_QRELS_COLUMNS = ("query-id", "corpus-id", "score")
 
 
 def _read_qrels_tsv(path):
-    qrels = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            grade = int(float(row["score"]))
-            if grade > 0:
-                qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = grade
+    """BEIR qrels: a ``query-id corpus-id score`` header, then tab-separated rows.
+
+    Fields are split on tabs only: BEIR's TSV has no quoting, so a ``"`` is part
+    of an id (the csv module would read it as a quote and merge lines).
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        lines = [line.rstrip("\r\n") for line in f]
+    if not lines or [name.strip() for name in lines[0].split("\t")] != list(_QRELS_COLUMNS):
+        found = lines[0] if lines else "an empty file"
+        raise ValueError(
+            f"{path} must start with the tab-separated header {' '.join(_QRELS_COLUMNS)}; "
+            f"found {found!r}."
+        )
+    qrels, line_of, fractional, conflicts = {}, {}, [], []
+    for lineno, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ValueError(f"{path} line {lineno} has {len(fields)} tab-separated fields, not 3.")
+        qid, doc, text = fields
+        grade = _grade(text, f"{path} line {lineno}")
+        if isinstance(grade, float):
+            fractional.append(f"line {lineno}: {text}")
+        if (qid, doc) in line_of and qrels[qid][doc] != grade:
+            conflicts.append(f"lines {line_of[qid, doc]} and {lineno}")
+        line_of[qid, doc] = lineno
+        qrels.setdefault(qid, {})[doc] = grade
+    if not line_of:
+        raise ValueError(f"{path} has a header but no judgements.")
+    if conflicts:
+        warnings.warn(
+            f"{path} grades {len(conflicts)} (query, document) pair(s) twice, differently "
+            f"(first: {conflicts[0]}); the later line is kept.",
+            UserWarning,
+            stacklevel=3,
+        )
+    _warn_fractional(fractional, path, stacklevel=3)
+    qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in qrels.items()}
+    qrels = {q: docs for q, docs in qrels.items() if docs}
+    if not qrels:
+        raise ValueError(f"{path} has no judgement with a grade > 0.")
     return qrels
+
+
+def _document_text(row, file, lineno):
+    return f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+
+
+def _beir_texts(file, text_of):
+    """``{_id: text_of(row, file, lineno)}`` of a BEIR jsonl file; ids present and unique."""
+    rows = _read_jsonl(file)
+    return _id_map(
+        ((n, str(_field(row, "_id", file, n)), text_of(row, file, n)) for n, row in rows), file
+    )
 
 
 def _keep_judged(queries, qrels, all_queries):
@@ -184,8 +290,16 @@ def load_beir(path, split="test", *, all_queries=False):
     Returns
     -------
     RetrievalDataset
-        Documents read as ``title + " " + text`` (stripped), grades > 0 only,
+        Documents read as ``title + " " + text`` (stripped), grades > 0 only
+        (ints, or floats where the file has fractional grades, with a warning),
         ``instructions=None``.
+
+    Raises
+    ------
+    ValueError
+        If a file is malformed: invalid JSON, a missing field, a repeated id, a
+        qrels file without its header, without judgements, or with a grade that
+        is not a finite number.
 
     Examples
     --------
@@ -205,11 +319,8 @@ def load_beir(path, split="test", *, all_queries=False):
     2
     """
     path = Path(path)
-    corpus = {
-        str(row["_id"]): f"{row.get('title') or ''} {row.get('text') or ''}".strip()
-        for row in _read_jsonl(path / "corpus.jsonl")
-    }
-    queries = {str(row["_id"]): row["text"] for row in _read_jsonl(path / "queries.jsonl")}
+    corpus = _beir_texts(path / "corpus.jsonl", _document_text)
+    queries = _beir_texts(path / "queries.jsonl", lambda row, file, n: _field(row, "text", file, n))
     qrels = _read_qrels_tsv(path / "qrels" / f"{split}.tsv")
     return RetrievalDataset(corpus, _keep_judged(queries, qrels, all_queries), qrels)
 
@@ -294,7 +405,10 @@ def _mair_local_dirs(root, task):
 def _mair_rows_local(root, task, split):
     qdir, ddir = _mair_local_dirs(Path(root), task)
     docs_file = ddir / f"{_mair_docs_split(split)}.jsonl"
-    return _read_jsonl(qdir / f"{split}.jsonl"), _read_jsonl(docs_file)
+    return (
+        (row for _, row in _read_jsonl(qdir / f"{split}.jsonl")),
+        (row for _, row in _read_jsonl(docs_file)),
+    )
 
 
 def _mair_rows_hub(task, split, cache_dir):
@@ -312,11 +426,15 @@ def _mair_rows_hub(task, split, cache_dir):
     return queries, docs
 
 
-def _mair_labels(labels):
+def _mair_labels(labels, qid, fractional):
     # Early MAIR releases stored labels as a JSON string with "relevance" grades.
     if isinstance(labels, str):
         labels = json.loads(labels)
-    grades = {str(lab["id"]): int(lab.get("score", lab.get("relevance", 1))) for lab in labels}
+    where = f"MAIR query {qid!r}"
+    grades = {
+        str(lab["id"]): _grade(lab.get("score", lab.get("relevance", 1)), where) for lab in labels
+    }
+    fractional.extend(f"{where}: {g}" for g in grades.values() if isinstance(g, float))
     return {doc: g for doc, g in grades.items() if g > 0}
 
 
@@ -370,12 +488,13 @@ def load_mair(path_or_name, task=None, *, split="queries", all_queries=False, ca
     else:
         raise FileNotFoundError(f"No MAIR folder at {str(path_or_name)!r}.")
     corpus = {str(row["id"]): row["doc"] for row in doc_rows}
-    queries, instructions, qrels = {}, {}, {}
+    queries, instructions, qrels, fractional = {}, {}, {}, []
     for row in query_rows:
         qid = str(row["qid"])
         queries[qid], instructions[qid] = row["query"], row.get("instruction") or ""
-        if labels := _mair_labels(row.get("labels") or []):
+        if labels := _mair_labels(row.get("labels") or [], qid, fractional):
             qrels[qid] = labels
+    _warn_fractional(fractional, f"MAIR task {task or path_or_name}", stacklevel=2)
     queries = _keep_judged(queries, qrels, all_queries)
     return RetrievalDataset(corpus, queries, qrels, {q: instructions[q] for q in queries})
 
@@ -486,7 +605,7 @@ def qrels_to_pairs(qrels, query_ids, corpus_ids, *, skip_missing=False):
 
     Parameters
     ----------
-    qrels : dict of str to dict of str to int
+    qrels : dict of str to dict of str to int or float
         Query id to ``{document id: grade}``; grades <= 0 are dropped.
     query_ids, corpus_ids : sequence of str
         Row order of the query and document matrices (e.g. from :class:`EmbeddingSet`).
@@ -495,9 +614,16 @@ def qrels_to_pairs(qrels, query_ids, corpus_ids, *, skip_missing=False):
 
     Returns
     -------
-    query_rows, doc_rows, grades : ndarray of int64, shape (n_pairs,)
+    query_rows, doc_rows : ndarray of int64, shape (n_pairs,)
+    grades : ndarray of shape (n_pairs,)
+        int64, or float64 when a grade is fractional (never truncated).
         For training pairs ``X = Q[query_rows]``, ``Y = D[doc_rows]``,
         ``sample_weight = grades``, ``groups = query_rows``.
+
+    Raises
+    ------
+    ValueError
+        If a grade is not a finite number.
 
     Examples
     --------
@@ -506,9 +632,10 @@ def qrels_to_pairs(qrels, query_ids, corpus_ids, *, skip_missing=False):
     ([1, 1], [0, 2], [2, 1])
     """
     q_index, d_index = _row_index(query_ids, "Query"), _row_index(corpus_ids, "Corpus")
-    rows = []
+    rows, grades = [], []
     for qid, docs in qrels.items():
         for doc, grade in docs.items():
+            grade = _grade(grade, f"qrels[{qid!r}][{doc!r}]")
             if grade <= 0:
                 continue
             qrow, drow = q_index.get(str(qid)), d_index.get(str(doc))
@@ -516,6 +643,9 @@ def qrels_to_pairs(qrels, query_ids, corpus_ids, *, skip_missing=False):
                 if skip_missing:
                     continue
                 raise KeyError(f"Judged pair ({qid!r}, {doc!r}) has no embedding row.")
-            rows.append((qrow, drow, grade))
-    pairs = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return pairs[:, 0], pairs[:, 1], pairs[:, 2]
+            rows.append((qrow, drow))
+            grades.append(grade)
+    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    fractional = any(isinstance(g, float) for g in grades)
+    grades = np.array(grades, dtype=np.float64 if fractional else np.int64)
+    return pairs[:, 0], pairs[:, 1], grades

@@ -72,6 +72,104 @@ def test_load_beir_fixture(tmp_path):
     assert list(load_beir(folder, all_queries=True).queries) == ["q1", "q2", "q3"]
 
 
+def _write_qrels(folder, text, encoding="utf-8"):
+    _write_beir(folder, [])
+    (folder / "qrels" / "test.tsv").write_bytes(text.encode(encoding))
+    return folder
+
+
+def test_load_beir_reads_a_bom_before_the_qrels_header(tmp_path):
+    # era_sklearn 0.1: KeyError 'query-id' (the BOM stuck to the first column name).
+    folder = _write_qrels(tmp_path, "query-id\tcorpus-id\tscore\nq1\td1\t1\n", "utf-8-sig")
+    assert load_beir(folder).qrels == {"q1": {"d1": 1}}
+
+
+def test_load_beir_reads_a_bom_in_the_jsonl_files(tmp_path):
+    folder = _write_beir(tmp_path, [("q1", "d1", 1)])
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        text = (folder / name).read_text(encoding="utf-8")
+        (folder / name).write_text(text, encoding="utf-8-sig")
+    ds = load_beir(folder)
+    assert ds.corpus["d1"] == "Cats purr." and ds.queries == {"q1": "query q1"}
+
+
+def test_load_beir_keeps_fractional_grades(tmp_path):
+    # era_sklearn 0.1: int(0.5) == 0, so the pair was silently dropped.
+    folder = _write_qrels(tmp_path, "query-id\tcorpus-id\tscore\nq1\td1\t0.5\nq1\td2\t2\n")
+    with pytest.warns(UserWarning, match=r"1 fractional grade\(s\) \(first: line 2: 0.5\)"):
+        ds = load_beir(folder)
+    assert ds.qrels == {"q1": {"d1": 0.5, "d2": 2}}
+    assert isinstance(ds.qrels["q1"]["d2"], int)
+    qi, di, grades = qrels_to_pairs(ds.qrels, ["q1"], ["d1", "d2", "d3"])
+    assert grades.dtype == np.float64 and grades.tolist() == [0.5, 2.0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "must start with the tab-separated header.*an empty file"),
+        ("query-id\tcorpus-id\tscore\n", "has a header but no judgements"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t0\n", "no judgement with a grade > 0"),
+        ("q1\td1\t1\n", "must start with the tab-separated header.*found 'q1"),
+        ("query-id,corpus-id,score\nq1,d1,1\n", "must start with the tab-separated header"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\n", "line 2 has 2 tab-separated fields, not 3"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\tone\n", "line 2: grade 'one' is not a number"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\tnan\n", "line 2: grade 'nan' is not finite"),
+    ],
+)
+def test_load_beir_refuses_qrels_it_cannot_read(tmp_path, text, message):
+    # era_sklearn 0.1 returned {} for an empty file, without a word.
+    with pytest.raises(ValueError, match=message):
+        load_beir(_write_qrels(tmp_path, text))
+
+
+def test_load_beir_does_not_treat_quotes_as_csv_quoting(tmp_path):
+    # era_sklearn 0.1 read the TSV with CSV quoting: the two rows merged into one id.
+    text = 'query-id\tcorpus-id\tscore\nq"1\td1\t1\nq2\td"2\t1\n'
+    assert load_beir(_write_qrels(tmp_path, text), all_queries=True).qrels == {
+        'q"1': {"d1": 1},
+        "q2": {'d"2': 1},
+    }
+
+
+def test_load_beir_reads_crlf_and_blank_lines(tmp_path):
+    text = "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n\r\nq2\td2\t2\r\n"
+    assert load_beir(_write_qrels(tmp_path, text)).qrels == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+
+
+def test_load_beir_warns_about_conflicting_grades(tmp_path):
+    text = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\nq1\td1\t2\n"
+    with pytest.warns(UserWarning, match=r"1 \(query, document\) pair\(s\) twice.*lines 3 and 4"):
+        assert load_beir(_write_qrels(tmp_path, text)).qrels == {"q1": {"d1": 2}}
+
+
+@pytest.mark.parametrize(
+    "name, rows, message",
+    [
+        (
+            "corpus.jsonl",
+            [{"_id": "d1", "text": "a"}, {"_id": "d1", "text": "b"}],
+            "repeats the id",
+        ),
+        ("corpus.jsonl", [{"title": "no id"}], "line 1 has no '_id' field"),
+        ("queries.jsonl", [{"_id": "q1"}], "line 1 has no 'text' field"),
+        ("queries.jsonl", [["q1", "text"]], "line 1 is not a JSON object"),
+    ],
+)
+def test_load_beir_refuses_malformed_jsonl(tmp_path, name, rows, message):
+    folder = _write_beir(tmp_path, [("q1", "d1", 1)])
+    _write_jsonl(folder / name, rows)
+    with pytest.raises(ValueError, match=message):
+        load_beir(folder)
+
+
+def test_load_beir_names_the_line_of_invalid_json(tmp_path):
+    folder = _write_beir(tmp_path, [("q1", "d1", 1)])
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": \n')
+    with pytest.raises(ValueError, match="queries.jsonl line 2 is not valid JSON"):
+        load_beir(folder)
+
+
 @pytest.mark.parametrize("split, n_queries, n_pairs", [("train", 809, 919), ("test", 300, 339)])
 def test_load_beir_scifact(shared, split, n_queries, n_pairs):
     folder = shared / "datasets" / "scifact"
@@ -163,6 +261,14 @@ def test_load_mair_fixture(tmp_path):
     assert list(load_mair(tmp_path, all_queries=True).queries) == ["q1", "7", "q3"]
 
 
+def test_load_mair_keeps_fractional_grades(tmp_path):
+    rows = [{"qid": "q1", "query": "x", "labels": [{"id": "d1", "score": 0.5}]}]
+    _write_jsonl(tmp_path / "queries.jsonl", rows)
+    _write_jsonl(tmp_path / "docs.jsonl", MAIR_DOCS[:1])
+    with pytest.warns(UserWarning, match="1 fractional grade"):
+        assert load_mair(tmp_path).qrels == {"q1": {"d1": 0.5}}
+
+
 def test_load_mair_task_layouts(tmp_path):
     # Hub snapshot layout, with a non-default split paired to its docs split.
     _write_jsonl(tmp_path / "MAIR-Queries" / "T" / "dev_queries.jsonl", MAIR_QUERIES[:1])
@@ -244,6 +350,8 @@ def test_qrels_to_pairs():
         qrels_to_pairs({"q1": {"d9": 1}}, ["q1"], ["d1"])
     qi, di, g = qrels_to_pairs({"q1": {"d9": 1}}, ["q1"], ["d1"], skip_missing=True)
     assert qi.shape == di.shape == g.shape == (0,)
+    with pytest.raises(ValueError, match="grade nan is not finite"):
+        qrels_to_pairs({"q1": {"d1": float("nan")}}, ["q1"], ["d1"])
 
 
 # --- benchmarks.embed --------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Tests for era_sklearn._hnsw.HNSWIndex and era_sklearn._search."""
 
 import json
+import os
+import textwrap
 
 import joblib
 import numpy as np
@@ -238,9 +240,10 @@ def test_empty_input_raises():
         HNSWIndex().fit(np.eye(4)).kneighbors(np.empty((0, 4)))
 
 
-def test_bad_space_raises():
-    with pytest.raises(ValueError, match="space must be one of"):
-        HNSWIndex(space="manhattan").fit(np.eye(3))
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+def test_bad_space_raises(cls):
+    with pytest.raises(ValueError, match="'space' parameter of .* must be a str among"):
+        cls(space="manhattan").fit(np.eye(3))
 
 
 @pytest.mark.parametrize("mode", ["connectivity", "distance"])
@@ -280,3 +283,339 @@ def test_exact_index_add_and_chunking(docs):
     with config_context(working_memory=0.01):  # forces many query chunks
         chunked = exact.kneighbors(docs[150:160], return_distance=False)
     np.testing.assert_array_equal(chunked[:, 0], np.arange(150, 160))
+
+
+# --- hardening (issue 13) ------------------------------------------------------------
+
+
+def _run_isolated(code):
+    """Run ``code`` in a fresh interpreter: a segfault fails the test, not the test run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=False, cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_M_zero_is_refused_in_a_child_process():
+    # era_sklearn 0.1 handed M=0 to hnswlib, which segfaulted (exit 139).
+    done = _run_isolated(
+        """
+        import numpy as np
+        from era_sklearn import HNSWIndex
+        try:
+            HNSWIndex(M=0).fit(np.random.default_rng(0).normal(size=(50, 8)))
+        except ValueError as e:
+            print("refused:", e)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused: The 'M' parameter of HNSWIndex must be an int in the range [2, 10000]" in (
+        done.stdout
+    )
+
+
+def test_load_with_dim_edited_to_a_million_is_refused_in_a_child_process():
+    # era_sklearn 0.1 passed the edited dim to hnswlib, which read past its buffers (segfault).
+    done = _run_isolated(
+        """
+        import json, tempfile
+        import numpy as np
+        from era_sklearn import HNSWIndex
+        docs = np.random.default_rng(0).normal(size=(50, 8))
+        path = HNSWIndex().fit(docs).save(tempfile.mkdtemp() + "/idx")
+        meta = json.loads((path / "meta.json").read_text())
+        meta["dim"] = 1_000_000
+        (path / "meta.json").write_text(json.dumps(meta))
+        try:
+            HNSWIndex.load(path).kneighbors(np.ones((1, 1_000_000)), n_neighbors=3)
+        except ValueError as e:
+            print("refused:", e)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stores vectors of 8 values, the metadata says dim=1000000" in done.stdout
+
+
+def _saved(tmp_path, space="cosine", ids=None, n=40):
+    docs = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
+    index = HNSWIndex(space=space, M=4, random_state=0).fit(docs, ids=ids)
+    return index.save(tmp_path / "idx"), docs
+
+
+def _edit_meta(path, **fields):
+    meta = json.loads((path / "meta.json").read_text())
+    for key, value in fields.items():
+        if key.startswith("params_"):
+            meta["params"][key[len("params_") :]] = value
+        else:
+            meta[key] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"dim": 4096}, "stores vectors of 8 values, the metadata says dim=4096"),
+        ({"dim": 7}, "stores vectors of 8 values"),
+        ({"dim": True}, "dim must be a positive int"),
+        ({"element_count": 41}, "max_elements 40 < element_count 41"),
+        ({"element_count": 39, "ids": list(range(39))}, "cur_element_count is 40, expected 39"),
+        ({"max_elements": 3}, "max_elements 3 < element_count 40"),
+        ({"space": "l2"}, "space 'l2' differs from params' 'cosine'"),
+        ({"space": "l2", "params_space": "l2"}, None),  # loads: unit vectors are valid l2 data
+        ({"space": "euclid"}, "space must be one of"),
+        ({"format_version": "1"}, "format_version must be a positive int"),
+        ({"params_M": 0}, "invalid params: The 'M' parameter"),
+        ({"params_ef": True}, "invalid params: The 'ef' parameter"),
+        ({"params_bogus": 1}, "params must have exactly the keys"),
+        ({"ids": list(range(39))}, r"invalid ids: ids must have shape \(40,\)"),
+        ({"ids": [0] * 40}, "invalid ids: Duplicate document ids"),
+        ({"ids": [0.5] * 40}, "invalid ids: Document ids must be str or int"),
+        ({"ids": list(range(1, 41))}, "positional_ids is true but ids are not 0 .. 39"),
+        ({"ids_dtype": "<f8"}, "invalid ids: ids_dtype must be an int, str or object dtype"),
+        ({"ids_dtype": "|i1", "ids": list(range(100, 140))}, "do not fit ids_dtype"),
+        ({"positional_ids": "yes"}, "positional_ids must be true or false"),
+    ],
+)
+def test_load_checks_every_metadata_field(tmp_path, fields, message):
+    path, _ = _saved(tmp_path)
+    _edit_meta(path, **fields)
+    if message is None:
+        assert HNSWIndex.load(path).space == "l2"
+        return
+    with pytest.raises(ValueError, match=message):
+        HNSWIndex.load(path)
+
+
+def test_load_keeps_str_ids_from_being_truncated(tmp_path):
+    path, _ = _saved(tmp_path, ids=[f"doc-{i}" for i in range(40)])
+    _edit_meta(path, ids_dtype="<U2")
+    with pytest.raises(ValueError, match="do not fit ids_dtype '<U2'"):
+        HNSWIndex.load(path)
+
+
+def _edit_index(path, offset, value, fmt="<I"):
+    import struct
+
+    data = bytearray((path / "index.hnsw").read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    (path / "index.hnsw").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # Header offsets: see era_sklearn/_hnsw_format.HEADER.
+        (lambda p, h, r: _edit_index(p, 48, 7, "<i"), "top level 7 disagrees"),
+        (lambda p, h, r: _edit_index(p, 52, 40), "entry point 40 is past the last element"),
+        (lambda p, h, r: _edit_index(p, 72, 5, "<Q"), "header maxM is 4, expected 5"),
+        (lambda p, h, r: _edit_index(p, 80, 0.0, "<d"), "header mult is 0.0"),
+        (lambda p, h, r: _edit_index(p, 88, 1, "<Q"), "ef_construction 1 is below M"),
+        # Level-0 record of element 3: link count, first neighbour, deleted mark, label.
+        (lambda p, h, r: _edit_index(p, r(3), 9), "lists 9 level-0 neighbours, more than 8"),
+        (lambda p, h, r: _edit_index(p, r(3) + 4, 40), "level-0 link points past the last"),
+        (lambda p, h, r: _edit_index(p, r(3) + 2, 1, "<B"), "element 3 is marked deleted"),
+        (lambda p, h, r: _edit_index(p, r(3) + h["offset_data"], np.nan, "<f"), "NaN"),
+        (lambda p, h, r: _edit_index(p, r(3) + h["offset_data"], 3.0, "<f"), "not 1: the index"),
+        (lambda p, h, r: _edit_index(p, r(3) + h["label_offset"], 4, "<Q"), "label 4 is stored"),
+        (lambda p, h, r: _edit_index(p, r(3) + h["label_offset"], 99, "<Q"), "label 99, past"),
+        # Upper levels: the size word of element 0, then the tail of the file.
+        (lambda p, h, r: _edit_index(p, r(40), 5), "5 bytes of upper links"),
+        (lambda p, h, r: (p / "index.hnsw").write_bytes((p / "index.hnsw").read_bytes()[:-4]),
+         "past the end of the file|ends before|not whole|trailing"),
+        (lambda p, h, r: (p / "index.hnsw").write_bytes((p / "index.hnsw").read_bytes() + b"\0" * 4),
+         "4 trailing bytes"),
+        (lambda p, h, r: (p / "index.hnsw").write_bytes(b""), "shorter than the 96-byte header"),
+    ],
+)  # fmt: skip
+def test_load_checks_the_index_file(tmp_path, edit, message):
+    from era_sklearn._hnsw_format import HEADER
+
+    path, _ = _saved(tmp_path)
+    raw = (path / "index.hnsw").read_bytes()
+    header = np.frombuffer(raw[: HEADER.itemsize], dtype=HEADER)[0]
+    h = {name: int(header[name]) for name in ("offset_data", "label_offset")}
+
+    def record(i):
+        return HEADER.itemsize + i * int(header["size_data_per_element"])
+
+    edit(path, h, record)
+    with pytest.raises(ValueError, match=f"not a valid hnswlib index.*({message})"):
+        HNSWIndex.load(path)
+
+
+def test_load_checks_upper_level_links(tmp_path):
+    from era_sklearn._hnsw_format import HEADER
+
+    path, _ = _saved(tmp_path, n=300)
+    raw = bytearray((path / "index.hnsw").read_bytes())
+    header = np.frombuffer(raw[: HEADER.itemsize], dtype=HEADER)[0]
+    words = np.frombuffer(
+        raw[HEADER.itemsize + 300 * int(header["size_data_per_element"]) :], "<u4"
+    )
+    first = int(np.flatnonzero(words)[0])  # size word of the first element above level 0
+    at = len(raw) - 4 * (len(words) - first - 2)  # its first upper-level neighbour id
+    raw[at : at + 4] = (299 + 1).to_bytes(4, "little")
+    (path / "index.hnsw").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="upper-level link points past the last element"):
+        HNSWIndex.load(path)
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"M": 0}, "M"),
+        ({"M": 1}, "M"),  # hnswlib divides by log(M)
+        ({"M": 10_001}, "M"),  # hnswlib would silently cap it at 10000
+        ({"M": True}, "M"),
+        ({"ef": 0}, "ef"),
+        ({"ef": True}, "ef"),
+        ({"ef_construction": -1}, "ef_construction"),
+        ({"ef_construction": 2.0}, "ef_construction"),
+        ({"n_neighbors": True}, "n_neighbors"),
+        ({"n_jobs": 0}, "n_jobs"),
+        ({"n_jobs": True}, "n_jobs"),
+        ({"random_state": -1}, "random_state"),
+        ({"random_state": True}, "random_state"),
+    ],
+)
+def test_invalid_params_are_refused(params, name):
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of HNSWIndex must be"):
+        HNSWIndex(**params).fit(np.eye(4))
+
+
+def test_ef_is_checked_at_query_time():
+    index, docs = _small_index()
+    index.set_params(ef=0)
+    with pytest.raises(ValueError, match="The 'ef' parameter"):
+        index.kneighbors(docs[:1])
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+@pytest.mark.parametrize("k", [True, False, np.bool_(True), 1.0, "2"])
+def test_n_neighbors_must_be_an_int_not_a_bool(cls, k):
+    index = cls().fit(np.random.default_rng(0).standard_normal((20, 4)))
+    with pytest.raises(TypeError, match="n_neighbors must be an int"):
+        index.kneighbors(np.ones((1, 4)), n_neighbors=k)
+    with pytest.raises(TypeError, match="n_neighbors must be an int"):
+        search(None, index, np.ones((1, 4)), k=k)
+    with pytest.raises(ValueError, match="'n_neighbors' parameter"):
+        cls(n_neighbors=True).fit(np.eye(4))
+
+
+def test_query_none_needs_fewer_neighbours_than_documents():
+    index = ExactIndex(n_neighbors=1).fit(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="n_neighbors < n_samples_fit when Q is None.*= 1,"):
+        index.kneighbors()
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+def test_add_while_querying_from_another_thread(cls):
+    import threading
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((200, 16)).astype(np.float32)
+    index = cls(n_neighbors=5).fit(docs, ids=[f"d{i}" for i in range(200)])
+    errors, results, stop = [], [], threading.Event()
+
+    def query():
+        while not stop.is_set():
+            try:
+                results.append(index.kneighbors(docs[:20], return_ids=True)[1])
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+                return
+
+    reader = threading.Thread(target=query)
+    reader.start()
+    for batch in range(150):
+        new = rng.standard_normal((10, 16)).astype(np.float32)
+        index.add(new, ids=[f"n{batch}-{i}" for i in range(10)])
+    stop.set()
+    reader.join()
+    assert errors == []
+    assert index.n_samples_fit_ == index.index_.get_current_count() if cls is HNSWIndex else True
+    assert len(results) > 0 and set(np.concatenate(results).ravel()) <= set(index.ids_)
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+@pytest.mark.parametrize("scale", [1e-40, 1e-20, 1e20, 1e30])
+def test_cosine_results_do_not_depend_on_scale(cls, scale):
+    # era_sklearn 0.1 squared each row: 1e20 overflowed and 1e-40 underflowed, both
+    # rows turned into zeros, and every distance came back as 1.
+    _, docs = _small_index(n_neighbors=3)
+    ref_dist, ref_ind = cls(n_neighbors=3).fit(docs).kneighbors(docs[:5] + 0.1)
+    X = (docs.astype(np.float64) * scale).astype(np.float32)
+    Q = ((docs[:5] + 0.1).astype(np.float64) * scale).astype(np.float32)
+    dist, ind = cls(n_neighbors=3).fit(X).kneighbors(Q)
+    np.testing.assert_array_equal(ind, ref_ind)
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+@pytest.mark.parametrize("space", ["l2", "ip"])
+def test_inner_product_spaces_refuse_overflowing_norms(cls, space):
+    docs = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=f"L2 norm .* space='{space}' computes"):
+        cls(space=space).fit(docs * 1e19)
+    index = cls(space=space, n_neighbors=2).fit(docs * 1e17)  # below the limit: finite
+    assert np.isfinite(index.kneighbors(docs[:3] * 1e17)[0]).all()
+    with pytest.raises(ValueError, match="L2 norm"):
+        index.kneighbors(docs[:3] * 1e19)
+
+
+def test_ids_keep_their_type():
+    index = HNSWIndex(n_neighbors=1).fit(np.eye(3), ids=["a", 1, np.int64(2)])
+    assert index.ids_.dtype == object and index.ids_.tolist() == ["a", 1, 2]
+    index = HNSWIndex().fit(np.eye(3), ids=["a", "b", "c"]).add(np.ones((1, 3)), ids=[7])
+    assert index.ids_.tolist() == ["a", "b", "c", 7]  # 7 stays an int, not "7"
+    big = HNSWIndex().fit(np.eye(2), ids=np.array([1, 2], dtype=np.int64))
+    big.add(np.ones((1, 2)), ids=np.array([2**63], dtype=np.uint64))  # int64 + uint64 -> float64
+    assert big.ids_.tolist() == [1, 2, 2**63]
+    nul = HNSWIndex().fit(np.eye(2), ids=["a", "a\0"])  # numpy's str dtype would merge them
+    assert nul.ids_.tolist() == ["a", "a\0"]
+
+
+@pytest.mark.parametrize("ids", [[0.5, 1.5], [True, False], [None, "a"], [b"a", b"b"]])
+def test_ids_must_be_str_or_int(ids):
+    with pytest.raises(TypeError, match="Document ids must be str or int"):
+        HNSWIndex().fit(np.eye(2), ids=ids)
+
+
+def test_mixed_ids_survive_save_and_load(tmp_path):
+    ids = ["a", 1, "a\0", 2**70]
+    index = HNSWIndex(n_neighbors=1).fit(np.eye(4), ids=ids)
+    loaded = HNSWIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.ids_.tolist() == ids
+    assert (
+        loaded.kneighbors(np.eye(4), return_distance=False, return_ids=True).ravel().tolist() == ids
+    )
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+def test_space_changed_after_fit_is_refused(cls):
+    index = cls(n_neighbors=1).fit(np.eye(3))
+    index.set_params(space="l2")
+    with pytest.raises(ValueError, match="space was set to 'l2' after the index was fitted"):
+        index.kneighbors(np.eye(3))
+
+
+def test_sparse_graph_falls_back_to_the_widest_search():
+    # 200 identical vectors with M=2: hnswlib finds fewer than k at ef=k and raised
+    # RuntimeError("Cannot return the results in a contiguous 2D array").
+    docs = np.ones((200, 8), dtype=np.float32)
+    index = HNSWIndex(M=2, ef_construction=2, ef=1, random_state=0).fit(docs)
+    ind = index.kneighbors(docs[:3], n_neighbors=50, return_distance=False)
+    assert ind.shape == (3, 50) and all(len(set(row)) == 50 for row in ind)
+
+
+def test_n_jobs_is_capped_at_the_cpu_count():
+    from joblib import cpu_count
+
+    assert HNSWIndex(n_jobs=10**6)._threads() == cpu_count()
