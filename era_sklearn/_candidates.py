@@ -141,7 +141,14 @@ def corpus_candidates(Y, corpus, *, queries=None, max_candidates=MAX_CANDIDATES,
         Each candidate's corpus row.
     """
     corpus = np.asarray(corpus)
-    doc_idx = match_targets(Y, corpus, tol=tol)
+    return bounded_candidates(corpus, match_targets(Y, corpus, tol=tol), queries=queries,
+                              max_candidates=max_candidates, top_k=top_k,
+                              random_state=random_state)
+
+
+def bounded_candidates(corpus, doc_idx, *, queries=None, max_candidates=MAX_CANDIDATES,
+                       top_k=TOP_K, random_state=None):
+    """:func:`corpus_candidates` for targets already matched (``doc_idx``: corpus rows)."""
     n_docs = len(corpus)
     if n_docs <= max_candidates:
         return corpus, doc_idx, np.arange(n_docs)

@@ -399,9 +399,10 @@ class Softmax(BaseEstimator):
         from ._candidates import bounded_candidates
 
         queries = problem.X @ problem.prior(blend) + problem.intercept if problem.bases else None
-        return bounded_candidates(problem.candidates, problem.targets, queries=queries,
-                                  max_candidates=self.max_candidates,
-                                  random_state=problem.random_state)
+        candidates, targets, _ = bounded_candidates(
+            problem.candidates, problem.targets, queries=queries,
+            max_candidates=self.max_candidates, random_state=problem.random_state)
+        return candidates, targets
 
 
 #: The short names ``ERAAdapter(adapt=...)`` accepts.
