@@ -205,8 +205,9 @@ def _fit_cell(task):
     for attr, key in (("penalty_", "penalty"), ("blend_", "blend")):
         if getattr(adapter, attr, None) is not None:
             scores[key] = float(getattr(adapter, attr))
-    if getattr(adapter, "history_", None):
-        scores["epochs"] = len(adapter.history_["epochs"]) - 1  # epoch 0 is the start
+    history = getattr(adapter, "history_", None) or {}
+    if "epochs" in history:
+        scores["epochs"] = len(history["epochs"]) - 1  # epoch 0 is the start
     return {"seed": seed, **scores}
 
 
