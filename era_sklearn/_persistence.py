@@ -58,8 +58,8 @@ import json
 import math
 import os
 import re
+import secrets
 import struct
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -107,6 +107,15 @@ class _Invalid(ValueError):
     """A problem with the file's content; :func:`load_adapter` adds the path."""
 
 
+class _Refused(ValueError):
+    """A readable file this version will not load (newer format, other class, 0.1 archive)."""
+
+
+#: What decoding hostile content can raise besides _Invalid: reported as an invalid file.
+_CONTENT_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+                   RecursionError)
+
+
 # -- save ------------------------------------------------------------------
 def save_adapter(est, path):
     """Write the fitted ``est`` to exactly ``path`` (no suffix added), atomically.
@@ -126,7 +135,7 @@ def save_adapter(est, path):
     -------
     path : pathlib.Path
     """
-    from safetensors.numpy import save_file
+    import safetensors.numpy
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(est)
@@ -150,7 +159,7 @@ def save_adapter(est, path):
         raise ValueError(f"The non-array state of this {type(est).__name__} needs about "
                          f"{header_bytes} bytes of header, over the {MAX_HEADER_BYTES}-byte "
                          "limit that load enforces.")
-    _atomic_write(path, lambda tmp: save_file(encoder.tensors, tmp, metadata=metadata))
+    _atomic_write(path, safetensors.numpy.save(encoder.tensors, metadata=metadata))
     return path
 
 
@@ -164,29 +173,25 @@ def _versions():
             "scikit_learn": sklearn.__version__, "safetensors": safetensors.__version__}
 
 
-def _atomic_write(path, write):
-    """``write(tmp)`` into a temporary sibling, fsync it, then rename it over ``path``.
+def _atomic_write(path, data):
+    """Write ``data`` to a new temporary sibling, fsync it, then rename it over ``path``.
 
     ``os.replace`` is atomic within one file system: a crash mid-write leaves
-    any previous file intact and the temporary is removed.
+    any previous file intact and the temporary is removed. The file gets mode
+    0o666 minus the umask, as ``open`` would give it (safetensors' own
+    ``save_file`` makes 0o600 files).
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _dumps(value, sort_keys=True):
@@ -332,8 +337,12 @@ def load_adapter(cls, path):
         unused = sorted(set(tensors) - decoder.used)
         if unused:
             raise _Invalid(f"tensors {unused[:5]} are not referenced by the metadata")
-    except _Invalid as exc:
-        raise ValueError(f"{path}: not a valid era-sklearn adapter file: {_short(exc)}.") from None
+    except _Refused:
+        raise
+    except _CONTENT_ERRORS as exc:
+        problem = exc if isinstance(exc, _Invalid) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{path}: not a valid era-sklearn adapter file: {_short(problem)}.") \
+            from None
     return est
 
 
@@ -368,7 +377,7 @@ def _read_header(path):
     with open(path, "rb") as f:
         prefix = f.read(8)
         if prefix[:4] == b"PK\x03\x04":
-            raise ValueError(_legacy_message(path))
+            raise _Refused(_legacy_message(path))
         if len(prefix) < 8:
             raise _Invalid(f"it has {size} bytes, fewer than a safetensors header")
         (n,) = struct.unpack("<Q", prefix)
@@ -443,7 +452,7 @@ def _check_metadata(metadata, cls, path):
     if not version.isdigit():
         raise _Invalid(f"format_version is {version!r}, not an integer")
     if int(version) > FORMAT_VERSION:
-        raise ValueError(
+        raise _Refused(
             f"{path} was written by a newer era-sklearn (file format version {version}); this "
             f"era-sklearn reads file format version {FORMAT_VERSION}. Upgrade era-sklearn to "
             f"load it. Writer's versions: {_short(metadata.get('versions'))}."
@@ -455,7 +464,7 @@ def _check_metadata(metadata, cls, path):
         raise _Invalid(f"its metadata has unknown keys {sorted(unknown)} and lacks "
                        f"{sorted(missing)}")
     if metadata["class"] != cls.__name__:
-        raise ValueError(f"{path} holds a {_short(repr(metadata['class']))}, not a {cls.__name__}.")
+        raise _Refused(f"{path} holds a {_short(repr(metadata['class']))}, not a {cls.__name__}.")
     versions = _loads(metadata["versions"], "versions")
     if not (isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())):
         raise _Invalid("versions is not an object of strings")
@@ -657,7 +666,7 @@ def _check_state(est, where=""):
     if names is not None and (not isinstance(names, np.ndarray) or names.shape != (d_in,)):
         fail(f"feature_names_in_ has shape {getattr(names, 'shape', None)}, expected ({d_in},)")
     for name in ("n_features_out_", "_n_features_out"):
-        if name in state and state[name] != d_out:
+        if name in state and not (_is_int(state[name]) and state[name] == d_out):
             fail(f"{name} is {state[name]!r} but coef_ maps to {d_out} features")
     if "_fit_dtype" in state and not isinstance(state["_fit_dtype"], np.dtype):
         fail("_fit_dtype is not a dtype")
@@ -782,8 +791,10 @@ def convert_legacy_adapter(src, dst, cls=None):
     try:
         meta, arrays = _read_legacy(src)
         est, dropped = _legacy_estimator(cls, meta, arrays)
-    except _Invalid as exc:
-        raise ValueError(f"{src}: not a valid era-sklearn 0.1 adapter file: {_short(exc)}.") from None
+    except _CONTENT_ERRORS as exc:
+        problem = exc if isinstance(exc, _Invalid) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{src}: not a valid era-sklearn 0.1 adapter file: "
+                         f"{_short(problem)}.") from None
     try:  # the converted state must be enough for this version's transform
         est.transform(np.ones((2, est.n_features_in_), dtype=est.coef_.dtype))
     except Exception as exc:
