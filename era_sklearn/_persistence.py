@@ -616,14 +616,16 @@ def _allowed_class(module, name, allowed, where):
 def _build(cls, params, where):
     """``cls(**params)``, refused unless the names are exactly its parameters and valid."""
     label = f"{where}: " if where else ""
-    missing = sorted(set(cls._get_param_names()) - set(params))
+    names = set(cls._get_param_names())
+    missing, extra = sorted(names - set(params)), sorted(set(params) - names)
     if missing:
         raise _Invalid(f"{label}parameters {missing} of {cls.__name__} are missing")
     try:
         est = cls(**params)
     except TypeError as exc:
-        raise _Invalid(f"{label}{cls.__name__} refuses these parameters ({exc})") from None
-    unknown = sorted(set(params) - set(est.get_params(deep=False)))
+        problem = f"unknown parameters {extra}" if extra else f"refused parameters ({exc})"
+        raise _Invalid(f"{label}{problem} for {cls.__name__}") from None
+    unknown = sorted(set(params) - set(est.get_params(deep=False)))  # **kwargs constructors
     if unknown:
         raise _Invalid(f"{label}unknown parameters {unknown} for {cls.__name__}")
     try:
@@ -899,8 +901,9 @@ def _legacy_estimator(cls, meta, arrays):
         attributes.setdefault("n_features_out_", attributes["_n_features_out"])
     params = est.get_params(deep=False)
     for name, value in attributes.items():
-        if name.startswith("_") and name not in PRIVATE_ATTRIBUTES:
-            continue  # 0.1's private bookkeeping this version does not use
+        if name.startswith("_") and (name not in PRIVATE_ATTRIBUTES
+                                     or isinstance(getattr(cls, name, None), property)):
+            continue  # 0.1's private bookkeeping this version does not use (or derives)
         _check_attribute_name(cls, name, params, name)
         setattr(est, name, value)
     _check_state(est)
