@@ -22,7 +22,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from era_sklearn import ERAAdapter, _persistence
+from era_sklearn import ERAAdapter, _legacy_format, _persistence
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY_FILE = ROOT / "tests" / "data" / "adapter_0.1.0.npz"  # written by era-sklearn 0.1.0
@@ -526,7 +526,7 @@ def _legacy_zip_bomb(path):
 _MEASURE = textwrap.dedent("""
     import json, re, sys, tracemalloc
     import numpy as np
-    from era_sklearn import ERAAdapter, _persistence
+    from era_sklearn import ERAAdapter, _legacy_format
 
     def status_mb(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
@@ -556,7 +556,7 @@ _MEASURE = textwrap.dedent("""
     for name, path in json.loads(sys.argv[1]).items():
         out[name + "/load"] = growth_mb(ERAAdapter.load, path)
         if name.startswith("legacy"):
-            out[name + "/convert"] = growth_mb(_persistence.convert_legacy_adapter, path, path + ".o")
+            out[name + "/convert"] = growth_mb(_legacy_format.convert_legacy_adapter, path, path + ".o")
     out["control_300MB"] = growth_mb(lambda: np.ones(300 * 2**20 // 8).sum())
     print(json.dumps(out))
 """)
@@ -636,7 +636,7 @@ def test_legacy_file_converts_to_the_same_map(tmp_path):
     with np.load(LEGACY_FILE, allow_pickle=False) as npz:  # a trusted fixture
         coef, intercept = npz["coef_"], npz["intercept_"]
         meta = json.loads(npz["__meta__"].item())
-    path = _persistence.convert_legacy_adapter(LEGACY_FILE, tmp_path / "new.safetensors")
+    path = _legacy_format.convert_legacy_adapter(LEGACY_FILE, tmp_path / "new.safetensors")
     loaded = ERAAdapter.load(path)
     X, _ = _pairs(np.float32)
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -656,7 +656,7 @@ def test_legacy_file_with_edited_array_is_refused(tmp_path):
     arrays["coef_"] = arrays["coef_"] + 1
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="array 'coef_' does not match its recorded"):
-        _persistence.convert_legacy_adapter(path, tmp_path / "new")
+        _legacy_format.convert_legacy_adapter(path, tmp_path / "new")
 
 
 # -- ERA checkpoints ---------------------------------------------------------------
