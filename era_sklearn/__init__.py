@@ -19,6 +19,7 @@ from . import adapt, align, datasets, metrics
 from ._adapter import ERAAdapter
 from ._corpus import Corpus
 from ._hnsw import HNSWIndex
+from ._legacy_format import convert_legacy_adapter
 from ._presets import paper_recipe
 from ._search import AdaptedSearch, ExactIndex, search
 
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "adapt",
     "align",
+    "convert_legacy_adapter",
     "datasets",
     "metrics",
     "paper_recipe",

@@ -323,7 +323,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         fitted attribute (``coef_``, ``transform``, ...) is next read, and then
         equals :meth:`fit_align` on the concatenated data (to float tolerance)
         while memory stays O(d_q * (d_q + d_d)). Closed-form ``align`` only.
-        :meth:`fit_align` discards what earlier chunks accumulated.
+        :meth:`fit_align` discards what earlier chunks accumulated; an adapter
+        aligned by :meth:`fit_align` or read by :meth:`load` cannot be
+        continued (its statistics are not kept) and says so.
 
         Parameters
         ----------
@@ -341,6 +343,12 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         with _SOLVE_LOCK:
             stream = self.__dict__.get("_align_stream")
             first_call = stream is None
+            if first_call and getattr(self, "align_coef_", None) is not None:
+                raise ValueError(
+                    "This adapter already has a stage-1 map from fit_align or load, whose "
+                    "statistics are not kept: partial_fit_align cannot continue it. Stream into "
+                    "a new ERAAdapter (or call fit_align on all the data)."
+                )
             X = self._check_X(X, reset=first_call, min_samples=1)
             Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
             self._check_hybrid_layout(X, Y)
@@ -705,7 +713,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     # -- persistence -------------------------------------------------------
     def save(self, path):
-        """Write the fitted adapter as safetensors (no pickle involved).
+        """Write the fitted adapter as one safetensors file (no pickle involved).
+
+        Arrays are tensors; parameters (solver objects by class and
+        parameters) and the other fitted state are JSON in the header. The
+        write is atomic, and ``load(path)`` reads the same path back.
 
         Parameters
         ----------
@@ -723,6 +735,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     @classmethod
     def load(cls, path):
         """Read an adapter written by :meth:`save` (no pickle involved).
+
+        Reading is bounded in memory and validated: unknown fields, invalid
+        parameters, inconsistent shapes and non-finite weights are refused.
+        Files of era-sklearn 0.1 are refused with the command that converts
+        them (:func:`era_sklearn.convert_legacy_adapter`).
 
         Parameters
         ----------
@@ -759,7 +776,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         from ._torch_train import load_era_checkpoint
 
-        W, b = load_era_checkpoint(path)
+        W, b = load_era_checkpoint(path)  # refuses non-finite weights
         params.setdefault("normalize_input", False)
         adapter = cls(**params)
         adapter._validate_params()
@@ -767,6 +784,31 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         adapter._fit_dtype = W.dtype
         adapter._set_align(W, b, None, None)
         return adapter
+
+
+    def to_sentence_transformer(self, query_model):
+        """The query encoder with this adapter appended, as one ``SentenceTransformer``.
+
+        The adapter becomes the model's last modules (input normalisation, a
+        linear layer with bias, output normalisation; the residual MLP branch
+        where present), so any tool that loads a sentence-transformers model
+        gets document-space query vectors: ``model.encode(t)`` equals
+        ``self.transform(query_model.encode(t))``. A hybrid adapter needs both
+        encoders per query and is refused: use
+        :class:`era_sklearn.encoders.AdaptedEncoder`.
+
+        Parameters
+        ----------
+        query_model : sentence_transformers.SentenceTransformer
+            The strong query encoder this adapter was fitted on.
+
+        Returns
+        -------
+        model : sentence_transformers.SentenceTransformer
+        """
+        from ._st_export import to_sentence_transformer
+
+        return to_sentence_transformer(self, query_model)
 
 
 def _is_adapter(obj):

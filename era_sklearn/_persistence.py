@@ -733,23 +733,4 @@ def _float_arrays(value, where):
 
 
 # -- ERA checkpoints -----------------------------------------------------------
-def load_era_checkpoint(path):
-    """ERA's ``proj.weight`` / ``proj.bias`` checkpoint as ``(W, b)``, refusing non-finite weights.
 
-    Wraps :func:`era_sklearn._torch_train.load_era_checkpoint` (which reads it
-    with ``torch.load(weights_only=True)``).
-
-    Returns
-    -------
-    W : ndarray of shape (d_q, d_d), float32
-    b : ndarray of shape (d_d,), float32
-    """
-    from ._torch_train import load_era_checkpoint as read
-
-    W, b = read(path)
-    for name, a in (("proj.weight", W), ("proj.bias", b)):
-        bad = int(np.size(a) - np.isfinite(a).sum())
-        if bad:
-            raise ValueError(f"{path}: {name} has {bad} NaN or infinite values; the checkpoint "
-                             "is damaged or comes from a diverged training run.")
-    return W, b

@@ -83,13 +83,10 @@ def _adapter(query_model, d_d=8, mlp_hidden=(), **params):
 
 
 def _lstsq(center=True):
-    """Least-squares stage 1 (centred: a nonzero intercept), in the constructor's current
-    terms: solver objects since issue 11's rewrite, 0.1's flat names before it."""
-    if "init" not in ERAAdapter._get_param_names():  # the rewritten constructor
-        from era_sklearn.align import LeastSquares
+    """Least-squares stage 1 (centred: a nonzero intercept)."""
+    from era_sklearn.align import LeastSquares
 
-        return {"align": LeastSquares(center=center)}
-    return {"align": "lstsq", "center": center}
+    return {"align": LeastSquares(center=center)}
 
 
 CASES = {
