@@ -687,7 +687,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if self.hybrid and X.shape[1] <= Y.shape[1]:
             raise ValueError(
                 "hybrid=True needs X = [query-encoder embedding, document-encoder embedding]: "
-                f"X has {X.shape[1]} columns, not more than the {Y.shape[1]} of the document "
+                f"X has {X.shape[1]} feature(s), not more than the {Y.shape[1]} of the document "
                 "space (Y), so its trailing block cannot be the document encoder's."
             )
 

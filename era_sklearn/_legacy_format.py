@@ -58,6 +58,17 @@ def convert_legacy_adapter(src, dst, cls=None):
     Returns
     -------
     dst : pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import era_sklearn
+    >>> from era_sklearn import ERAAdapter, convert_legacy_adapter
+    >>> old = Path(era_sklearn.__file__).parents[1] / "tests" / "data" / "adapter_0.1.0.npz"
+    >>> new = convert_legacy_adapter(old, Path(tempfile.mkdtemp()) / "adapter.safetensors")
+    >>> ERAAdapter.load(new).coef_.shape
+    (12, 6)
     """
     if cls is None:
         from ._adapter import ERAAdapter as cls
