@@ -13,7 +13,7 @@ import pytest
 matplotlib.use("Agg")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["quickstart.md", "user_guide.md", "../README.md"]
+PAGES = ["quickstart.md", "user_guide.md", "persistence.md", "../README.md"]
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 
 
