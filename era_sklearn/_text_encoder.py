@@ -15,6 +15,7 @@ import os
 import warnings
 from contextlib import closing
 from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -71,7 +72,7 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     be called without it.
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache_dir": [str, os.PathLike, None],
         "show_progress": ["boolean", StrOptions({"auto"})],

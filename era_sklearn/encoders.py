@@ -26,6 +26,7 @@ import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from sklearn.preprocessing import normalize as _normalize_rows
@@ -123,7 +124,7 @@ class SentenceTransformerEncoder(_LocalModelEncoder):
     (2, 4)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str, os.PathLike, HasMethods(["encode"])],
         "device": [str, None],
@@ -210,7 +211,7 @@ class Model2VecEncoder(_LocalModelEncoder):
            [0. , 0. , 0. , 0.5, 0.5]], dtype=float32)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str, os.PathLike, HasMethods(["encode"])],
         "normalize": ["boolean"],
@@ -313,7 +314,7 @@ class OpenAIEncoder(TextEncoder):
     OpenAIEncoder(dimensions=512, max_concurrency=8, model='text-embedding-3-small')
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str],
         "base_url": [str],

@@ -16,10 +16,11 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 pytest.importorskip("model2vec")
 
-import _text_models  # noqa: E402
-from era_sklearn import ERAAdapter  # noqa: E402
-from era_sklearn._embedding_cache import FILENAME  # noqa: E402
-from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder  # noqa: E402
+import _text_models
+
+from era_sklearn import ERAAdapter
+from era_sklearn._embedding_cache import FILENAME
+from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder
 
 TEXTS = ["Cats purr.", "dogs bark", "fish swim", "birds sing", "the cats", "a dog"]
 

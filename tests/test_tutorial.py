@@ -6,9 +6,9 @@ that every run builds its stand-in models from scratch.
 """
 
 import pytest
+from test_docs import python_blocks
 
 from era_sklearn.datasets import shared_dir
-from test_docs import python_blocks
 
 PAGE = "tutorial.md"
 
