@@ -103,6 +103,23 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         check_texts(X, type(self).__name__)
         return self
 
+    def fit_transform(self, X, y=None):
+        """Check the parameters, then embed the texts (``X`` is read once: a generator works).
+
+        Parameters
+        ----------
+        X : list of str
+            Texts.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_texts, dim), float32
+        """
+        texts = check_texts(X, type(self).__name__)
+        return self.fit(texts).transform(texts)
+
     def transform(self, X):
         """Embed texts.
 

@@ -215,6 +215,7 @@ def test_sklearn_conventions(m2v):
     np.testing.assert_array_equal(twin.transform(TEXTS), enc.transform(TEXTS))
     assert enc.fit(TEXTS) is enc
     np.testing.assert_array_equal(enc.fit_transform(TEXTS), enc.transform(TEXTS))
+    np.testing.assert_array_equal(enc.fit_transform(t for t in TEXTS), enc.transform(TEXTS))
     assert enc.__sklearn_tags__().requires_fit is False
     assert "batch_size=2" in repr(enc)
 
