@@ -111,14 +111,14 @@ class AdaptedEncoder(_EmbeddingsBase):
         """
         texts = check_texts(texts, "AdaptedEncoder.encode_queries")
         X = _matrix(self.query_encoder.transform(texts), "query_encoder", len(texts))
-        if getattr(self.adapter, "hybrid", False):
+        hybrid = getattr(self.adapter, "hybrid", False)
+        if hybrid:  # the adapter reads [strong(q), cheap(q)]
             X = np.hstack([X, self._documents(texts)])
         expected = _widths(self.adapter)[0]
         if expected is not None and X.shape[1] != expected:
-            what = "query_encoder and document_encoder give" if getattr(self.adapter, "hybrid", False) \
-                else "query_encoder gives"
+            source = "query_encoder and document_encoder give" if hybrid else "query_encoder gives"
             raise ValueError(
-                f"AdaptedEncoder: the {what} {X.shape[1]} features per query, but the adapter "
+                f"AdaptedEncoder: the {source} {X.shape[1]} features per query, but the adapter "
                 f"was fitted on {expected}; use the encoder(s) the adapter was fitted with."
             )
         return np.asarray(self.adapter.transform(X), dtype=np.float32)

@@ -15,6 +15,7 @@ import os
 import warnings
 from contextlib import closing
 from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -71,7 +72,7 @@ class TextEncoder(TransformerMixin, BaseEstimator):
     be called without it.
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "cache_dir": [str, os.PathLike, None],
         "show_progress": ["boolean", StrOptions({"auto"})],
@@ -101,6 +102,23 @@ class TextEncoder(TransformerMixin, BaseEstimator):
         self._validate_params()
         check_texts(X, type(self).__name__)
         return self
+
+    def fit_transform(self, X, y=None):
+        """Check the parameters, then embed the texts (``X`` is read once: a generator works).
+
+        Parameters
+        ----------
+        X : list of str
+            Texts.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_texts, dim), float32
+        """
+        texts = check_texts(X, type(self).__name__)
+        return self.fit(texts).transform(texts)
 
     def transform(self, X):
         """Embed texts.

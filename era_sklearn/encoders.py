@@ -26,14 +26,27 @@ import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from sklearn.preprocessing import normalize as _normalize_rows
 from sklearn.utils._param_validation import HasMethods, Interval
 
-from era_sklearn._adapted_encoder import AdaptedEncoder
 from era_sklearn._openai_client import EmbeddingAPIError, EmbeddingsClient
 from era_sklearn._text_encoder import TextEncoder
+
+if TYPE_CHECKING:  # imported on first use: see __getattr__ below
+    from era_sklearn._adapted_encoder import AdaptedEncoder
+
+def __getattr__(name):
+    # AdaptedEncoder subclasses LangChain's Embeddings when langchain-core is installed,
+    # an import that costs most of a second: done on first use, not with era_sklearn.
+    if name == "AdaptedEncoder":
+        from era_sklearn._adapted_encoder import AdaptedEncoder
+
+        return AdaptedEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AdaptedEncoder",
@@ -123,7 +136,7 @@ class SentenceTransformerEncoder(_LocalModelEncoder):
     (2, 4)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str, os.PathLike, HasMethods(["encode"])],
         "device": [str, None],
@@ -210,7 +223,7 @@ class Model2VecEncoder(_LocalModelEncoder):
            [0. , 0. , 0. , 0.5, 0.5]], dtype=float32)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str, os.PathLike, HasMethods(["encode"])],
         "normalize": ["boolean"],
@@ -313,7 +326,7 @@ class OpenAIEncoder(TextEncoder):
     OpenAIEncoder(dimensions=512, max_concurrency=8, model='text-embedding-3-small')
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **TextEncoder._parameter_constraints,
         "model": [str],
         "base_url": [str],

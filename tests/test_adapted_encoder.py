@@ -8,9 +8,10 @@ from sklearn.exceptions import NotFittedError
 
 pytest.importorskip("model2vec")
 
-import _text_models  # noqa: E402
-from era_sklearn import ERAAdapter, ExactIndex  # noqa: E402
-from era_sklearn.encoders import AdaptedEncoder, Model2VecEncoder  # noqa: E402
+import _text_models
+
+from era_sklearn import ERAAdapter, ExactIndex
+from era_sklearn.encoders import AdaptedEncoder, Model2VecEncoder
 
 WORDS = _text_models.WORDS[2:]
 CORPUS = [f"{a} {b} {c}" for a in WORDS for b in WORDS[::2] for c in WORDS[1::3]]

@@ -16,10 +16,11 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 pytest.importorskip("model2vec")
 
-import _text_models  # noqa: E402
-from era_sklearn import ERAAdapter  # noqa: E402
-from era_sklearn._embedding_cache import FILENAME  # noqa: E402
-from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder  # noqa: E402
+import _text_models
+
+from era_sklearn import ERAAdapter
+from era_sklearn._embedding_cache import FILENAME
+from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder
 
 TEXTS = ["Cats purr.", "dogs bark", "fish swim", "birds sing", "the cats", "a dog"]
 
@@ -214,6 +215,7 @@ def test_sklearn_conventions(m2v):
     np.testing.assert_array_equal(twin.transform(TEXTS), enc.transform(TEXTS))
     assert enc.fit(TEXTS) is enc
     np.testing.assert_array_equal(enc.fit_transform(TEXTS), enc.transform(TEXTS))
+    np.testing.assert_array_equal(enc.fit_transform(t for t in TEXTS), enc.transform(TEXTS))
     assert enc.__sklearn_tags__().requires_fit is False
     assert "batch_size=2" in repr(enc)
 

@@ -20,7 +20,7 @@ from sklearn.base import clone
 
 pytest.importorskip("httpx")
 
-from era_sklearn.encoders import EmbeddingAPIError, OpenAIEncoder  # noqa: E402
+from era_sklearn.encoders import EmbeddingAPIError, OpenAIEncoder
 
 DIM = 6
 SECRET = "sk-test-5b1c0ffee-do-not-leak"

@@ -6,9 +6,9 @@ that every run builds its stand-in models from scratch.
 """
 
 import pytest
+from test_docs import python_blocks
 
 from era_sklearn.datasets import shared_dir
-from test_docs import python_blocks
 
 PAGE = "tutorial.md"
 
@@ -33,6 +33,10 @@ def test_tutorial_runs(monkeypatch, tmp_path):
     # What the page says, checked on what it computed.
     ndcg = namespace["ndcg"]
     assert ndcg["strong encoder, adapted"] > ndcg["cheap encoder alone"]
+    # A second run loads the saved stand-in models instead of building them again.
+    for saved, built in zip(namespace["stand_in_models"](tmp_path / "cache"),
+                            (namespace["strong_model"], namespace["cheap_model"])):
+        assert saved is not built and (saved.embedding == built.embedding).all()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "chroma", "embeddings", "stand-in-384", "stand-in-64"]
     assert list(tmp_path.iterdir()) == [tmp_path / "cache"]  # nothing written elsewhere
