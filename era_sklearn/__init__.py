@@ -15,7 +15,7 @@ Public names:
 - :mod:`era_sklearn.metrics`, :mod:`era_sklearn.datasets`.
 """
 
-from . import adapt, align, datasets, metrics
+from . import adapt, align, datasets, encoders, metrics
 from ._adapter import ERAAdapter
 from ._corpus import Corpus
 from ._hnsw import HNSWIndex
@@ -36,6 +36,7 @@ __all__ = [
     "align",
     "convert_legacy_adapter",
     "datasets",
+    "encoders",
     "metrics",
     "paper_recipe",
     "search",

@@ -16,6 +16,13 @@ MODULES = [
     "era_sklearn._search",
     "era_sklearn.metrics",
     "era_sklearn.datasets",
+    "era_sklearn.align",
+    "era_sklearn.adapt",
+    "era_sklearn._corpus",
+    "era_sklearn._presets",
+    "era_sklearn.encoders",
+    "era_sklearn._adapted_encoder",
+    "era_sklearn._openai_client",
 ]
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
