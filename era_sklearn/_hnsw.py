@@ -177,9 +177,10 @@ class _BaseIndex(BaseEstimator):
         self : object
             The index.
         """
-        if not hasattr(self, "ids_"):
-            return self.fit(D, ids=ids)
-        return self.add(D, ids=ids)
+        with self._lock():  # two threads' first calls must not both fit
+            if not hasattr(self, "ids_"):
+                return self.fit(D, ids=ids)
+            return self.add(D, ids=ids)
 
     def _new_ids(self, ids, n_new):
         """Validate ids for ``n_new`` documents appended after ``ids_``."""
@@ -532,24 +533,20 @@ class HNSWIndex(_BaseIndex):
         self.index_.add_items(D, np.arange(start, needed), num_threads=self._threads())
 
     def _query(self, Q, k):
-        # A sparse graph (small M, many duplicate vectors) can leave fewer than k
-        # documents reachable at the requested ef; hnswlib then raises. The widest
-        # search it can do is ef = n_samples_fit.
-        for ef in dict.fromkeys([max(self.ef, k), max(self.ef, k, self.n_samples_fit_)]):
-            self.index_.set_ef(ef)
-            try:
-                labels, dist = self.index_.knn_query(Q, k=k, num_threads=self._threads())
-                break
-            except RuntimeError as e:
-                if "contiguous 2D array" not in str(e):
-                    raise
-        else:
+        self.index_.set_ef(max(self.ef, k))
+        try:
+            labels, dist = self.index_.knn_query(Q, k=k, num_threads=self._threads())
+        except RuntimeError as e:
+            if "contiguous 2D array" not in str(e):
+                raise
+            # With ef >= k hnswlib only returns fewer than k when fewer are reachable
+            # from the entry point: a larger ef would not help.
             raise ValueError(
-                f"The HNSW graph (M={self.index_.M}) reaches fewer than {k} documents from "
-                "some queries even with ef = n_samples_fit: it is disconnected, as happens "
-                "with many duplicate vectors and a small M. Ask for fewer neighbours or "
+                f"The HNSW graph (M={self.index_.M}) connects fewer than {k} documents to "
+                "the entry point: it is disconnected, as happens with many duplicate "
+                "vectors and a small M or ef_construction. Ask for fewer neighbours or "
                 "refit with a larger M / ef_construction."
-            )
+            ) from None
         if self.space == "l2":
             dist = np.sqrt(np.maximum(dist, 0))  # hnswlib's l2 is squared
         return dist, labels.astype(np.intp)

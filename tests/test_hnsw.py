@@ -589,12 +589,12 @@ def test_ids_must_be_str_or_int(ids):
 
 
 def test_mixed_ids_survive_save_and_load(tmp_path):
-    ids = ["a", 1, "a\0", 2**70]
-    index = HNSWIndex(n_neighbors=1).fit(np.eye(4), ids=ids)
+    ids = ["a", 1, "a\0", 2**70, -3]
+    index = HNSWIndex(n_neighbors=1).fit(np.eye(5), ids=ids)
     loaded = HNSWIndex.load(index.save(tmp_path / "idx"))
     assert loaded.ids_.tolist() == ids
     assert (
-        loaded.kneighbors(np.eye(4), return_distance=False, return_ids=True).ravel().tolist() == ids
+        loaded.kneighbors(np.eye(5), return_distance=False, return_ids=True).ravel().tolist() == ids
     )
 
 
@@ -606,13 +606,14 @@ def test_space_changed_after_fit_is_refused(cls):
         index.kneighbors(np.eye(3))
 
 
-def test_sparse_graph_falls_back_to_the_widest_search():
-    # 200 identical vectors with M=2: hnswlib finds fewer than k at ef=k and raised
+def test_disconnected_graph_is_a_value_error():
+    # 200 identical vectors with M=2: the graph falls apart and hnswlib raised
     # RuntimeError("Cannot return the results in a contiguous 2D array").
     docs = np.ones((200, 8), dtype=np.float32)
     index = HNSWIndex(M=2, ef_construction=2, ef=1, random_state=0).fit(docs)
-    ind = index.kneighbors(docs[:3], n_neighbors=50, return_distance=False)
-    assert ind.shape == (3, 50) and all(len(set(row)) == 50 for row in ind)
+    with pytest.raises(ValueError, match="connects fewer than 100 documents .* disconnected"):
+        index.kneighbors(docs[:3], n_neighbors=100)
+    assert index.kneighbors(docs[:3], n_neighbors=10)[1].shape == (3, 10)
 
 
 def test_n_jobs_is_capped_at_the_cpu_count():
