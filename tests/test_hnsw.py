@@ -620,3 +620,38 @@ def test_n_jobs_is_capped_at_the_cpu_count():
     from joblib import cpu_count
 
     assert HNSWIndex(n_jobs=10**6)._threads() == cpu_count()
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+def test_zero_rows_warn_in_cosine_space(cls):
+    docs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    docs[3] = 0
+    with pytest.warns(UserWarning, match=r"D has 1 all-zero row\(s\) \(first at index 3\)"):
+        index = cls(n_neighbors=2).fit(docs)
+    with pytest.warns(UserWarning, match=r"Q has 1 all-zero row\(s\) \(first at index 3\)"):
+        dist, _ = index.kneighbors(docs[:4])
+    np.testing.assert_allclose(dist[3], 1.0, atol=1e-6)  # no direction: distance 1 to all
+
+
+def test_save_refuses_to_replace_other_files(tmp_path):
+    index, _ = _small_index()
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"other than a saved index \(\['notes.txt'\]\)"):
+        index.save(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not a directory"):
+        index.save(tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
+
+
+def test_one_long_id_does_not_pad_every_id():
+    # A numpy str array pads every id to the longest: 1e5 ids and one of 10k
+    # characters would take 4 GB; such ids are kept as an object array.
+    ids = [f"d{i}" for i in range(100_000)]
+    ids[5] = "x" * 10_000
+    index = ExactIndex().fit(np.ones((100_000, 2)), ids=ids)
+    assert index.ids_.dtype == object and index.ids_[5] == ids[5]
+    short = ExactIndex().fit(np.ones((100_000, 2)), ids=ids[:5] + ids[6:] + ["d5"])
+    assert short.ids_.dtype.kind == "U"
+    short.add(np.ones((1, 2)), ids=["y" * 10_000])
+    assert short.ids_.dtype == object and short.ids_[-1] == "y" * 10_000
