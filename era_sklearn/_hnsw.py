@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from importlib import metadata
 from numbers import Integral
 from pathlib import Path
@@ -90,13 +91,13 @@ class _BaseIndex(BaseEstimator):
         state.pop("_index_lock", None)  # locks do not pickle; a new one is made on use
         return state
 
-    def _validate(self, X, reset):
+    def _validate(self, X, reset, name, stacklevel=4):
         """Float32 rows ready for the backend: unit rows for cosine, bounded norms otherwise."""
         # validate_data names both dimensions when a query has the wrong number of
         # features, and NaN / infinity (also float64 values beyond float32's range).
         X = validate_data(self, X, reset=reset, dtype=np.float32, order="C")
         if self.space == "cosine":
-            return _unit_rows(X)
+            return _unit_rows(X, name, stacklevel)  # warnings point at the caller's line
         _check_norms(X, self.space)
         return X
 
@@ -121,7 +122,7 @@ class _BaseIndex(BaseEstimator):
             The fitted index.
         """
         with self._lock():
-            D = self._validate(D, reset=True)
+            D = self._validate(D, reset=True, name="D", stacklevel=5)  # + _fit_context
             new_ids = np.arange(len(D)) if ids is None else _as_ids(ids, len(D))
             _check_unique(np.arange(0), new_ids)
             self._build(D)
@@ -153,7 +154,7 @@ class _BaseIndex(BaseEstimator):
         self._validate_params()
         with self._lock():
             self._check_space_unchanged()
-            D = self._validate(D, reset=False)
+            D = self._validate(D, reset=False, name="D")
             new_ids = self._new_ids(ids, len(D))
             self._append(D)
             self.ids_ = _concat_ids(self.ids_, new_ids)
@@ -177,9 +178,10 @@ class _BaseIndex(BaseEstimator):
         self : object
             The index.
         """
-        if not hasattr(self, "ids_"):
-            return self.fit(D, ids=ids)
-        return self.add(D, ids=ids)
+        with self._lock():  # two threads' first calls must not both fit
+            if not hasattr(self, "ids_"):
+                return self.fit(D, ids=ids)
+            return self.add(D, ids=ids)
 
     def _new_ids(self, ids, n_new):
         """Validate ids for ``n_new`` documents appended after ``ids_``."""
@@ -248,7 +250,7 @@ class _BaseIndex(BaseEstimator):
         with self._lock():
             self._check_space_unchanged()
             if not query_is_train:
-                Q = self._validate(Q, reset=False)
+                Q = self._validate(Q, reset=False, name="Q")
             k = self._check_n_neighbors(n_neighbors, query_is_train)
             if query_is_train:
                 Q, k = self._stored_vectors(), k + 1
@@ -288,8 +290,8 @@ class _BaseIndex(BaseEstimator):
         )
 
 
-def _unit_rows(X):
-    """Rows scaled to unit L2 norm (zero rows stay zero), for any finite float32.
+def _unit_rows(X, name, stacklevel):
+    """Rows scaled to unit L2 norm (zero rows stay zero, with a warning), for any finite float32.
 
     Dividing by each row's largest magnitude first keeps the squares in range:
     squaring 1e20 overflows to infinity and squaring 1e-40 underflows to zero,
@@ -297,7 +299,15 @@ def _unit_rows(X):
     row into zeros, whose cosine distance to everything is 1.
     """
     scale = np.maximum(X.max(axis=1), -X.min(axis=1))[:, None]  # no |X| temporary
-    scale[scale == 0] = 1
+    zero = np.flatnonzero(scale[:, 0] == 0)
+    if zero.size:  # static embedding models give all-zero rows for unknown words
+        warnings.warn(
+            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they have "
+            "no direction, so their cosine distance to every row is 1.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        scale[zero] = 1
     return normalize(X / scale, copy=False)
 
 
@@ -344,8 +354,13 @@ def _as_ids(ids, n_new):
                 f"Document ids must be str or int; ids[{i}] is {type(v).__name__} {v!r}."
             )
     values = [v if isinstance(v, str) else int(v) for v in values]
-    # numpy's str dtype drops trailing NUL characters, which would merge "a" and "a\0".
-    if kinds == {str} and not any(v.endswith("\0") for v in values):
+    # numpy's str dtype drops trailing NUL characters, which would merge "a" and "a\0",
+    # and pads every id to the longest (one 10k-character id among 1e6 would take 40 GB).
+    if (
+        kinds == {str}
+        and not any(v.endswith("\0") for v in values)
+        and not _str_padding_blows_up(n_new, max(map(len, values)), sum(map(len, values)))
+    ):
         return np.array(values, dtype=str)
     if kinds == {int} and all(-(2**63) <= v < 2**63 for v in values):
         return np.array(values, dtype=np.int64)
@@ -354,9 +369,18 @@ def _as_ids(ids, n_new):
     return out
 
 
+def _str_padding_blows_up(n, longest, total_chars):
+    """Whether a numpy str array (every entry padded to the longest) wastes far more than it holds."""
+    return n * longest > 2 * total_chars + 2**18
+
+
 def _concat_ids(old, new):
     """``old`` then ``new``; an object array when their kinds differ (see :func:`_as_ids`)."""
-    same_kind = old.dtype.kind == new.dtype.kind == "U"
+    same_kind = old.dtype.kind == new.dtype.kind == "U" and not _str_padding_blows_up(
+        len(old) + len(new),
+        max(old.itemsize, new.itemsize) // 4,
+        (old.nbytes + new.nbytes) // 4,  # an upper bound on the characters held
+    )
     ints = old.dtype.kind in "iu" and new.dtype.kind in "iu"
     if same_kind or (ints and np.result_type(old, new).kind in "iu"):
         return np.concatenate([old, new])
@@ -532,24 +556,20 @@ class HNSWIndex(_BaseIndex):
         self.index_.add_items(D, np.arange(start, needed), num_threads=self._threads())
 
     def _query(self, Q, k):
-        # A sparse graph (small M, many duplicate vectors) can leave fewer than k
-        # documents reachable at the requested ef; hnswlib then raises. The widest
-        # search it can do is ef = n_samples_fit.
-        for ef in dict.fromkeys([max(self.ef, k), max(self.ef, k, self.n_samples_fit_)]):
-            self.index_.set_ef(ef)
-            try:
-                labels, dist = self.index_.knn_query(Q, k=k, num_threads=self._threads())
-                break
-            except RuntimeError as e:
-                if "contiguous 2D array" not in str(e):
-                    raise
-        else:
+        self.index_.set_ef(max(self.ef, k))
+        try:
+            labels, dist = self.index_.knn_query(Q, k=k, num_threads=self._threads())
+        except RuntimeError as e:
+            if "contiguous 2D array" not in str(e):
+                raise
+            # With ef >= k hnswlib only returns fewer than k when fewer are reachable
+            # from the entry point: a larger ef would not help.
             raise ValueError(
-                f"The HNSW graph (M={self.index_.M}) reaches fewer than {k} documents from "
-                "some queries even with ef = n_samples_fit: it is disconnected, as happens "
-                "with many duplicate vectors and a small M. Ask for fewer neighbours or "
+                f"The HNSW graph (M={self.index_.M}) connects fewer than {k} documents to "
+                "the entry point: it is disconnected, as happens with many duplicate "
+                "vectors and a small M or ef_construction. Ask for fewer neighbours or "
                 "refit with a larger M / ef_construction."
-            )
+            ) from None
         if self.space == "l2":
             dist = np.sqrt(np.maximum(dist, 0))  # hnswlib's l2 is squared
         return dist, labels.astype(np.intp)
@@ -606,6 +626,7 @@ class HNSWIndex(_BaseIndex):
         check_is_fitted(self)
         self._validate_params()
         path = Path(path)
+        _check_replaceable(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
@@ -784,6 +805,20 @@ def _load_hnsw(file, space, dim, n_elements):
     return index
 
 
+def _check_replaceable(path):
+    """Refuse to replace anything but a directory written by :meth:`HNSWIndex.save`."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory; save() writes a directory.")
+    extra = {p.name for p in path.iterdir()} - {_INDEX_FILE, _META_FILE}
+    if extra:
+        raise FileExistsError(
+            f"{path} holds files other than a saved index ({sorted(extra)[:3]}); save() "
+            "replaces the whole directory, so it refuses to delete them. Pick another path."
+        )
+
+
 def _replace_dir(new, path):
     """Move directory ``new`` to ``path``, replacing any existing one.
 
@@ -794,7 +829,11 @@ def _replace_dir(new, path):
         os.replace(new, path)
         return
     backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, backup)
+    try:
+        os.replace(path, backup)
+    except BaseException:
+        backup.rmdir()
+        raise
     try:
         os.replace(new, path)
     except BaseException:

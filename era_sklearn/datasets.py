@@ -531,7 +531,8 @@ def shared_dir():
 
 
 def _read_ids(path):
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    # utf-8-sig: a byte-order mark would otherwise become part of the first id.
+    return Path(path).read_text(encoding="utf-8-sig").splitlines()
 
 
 def _load_matrix(path, n_rows, ids_path):

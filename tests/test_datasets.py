@@ -124,11 +124,12 @@ def test_load_beir_refuses_qrels_it_cannot_read(tmp_path, text, message):
 
 
 def test_load_beir_does_not_treat_quotes_as_csv_quoting(tmp_path):
-    # era_sklearn 0.1 read the TSV with CSV quoting: the two rows merged into one id.
-    text = 'query-id\tcorpus-id\tscore\nq"1\td1\t1\nq2\td"2\t1\n'
+    # era_sklearn 0.1 read the TSV with CSV quoting: '"q1' opened a quoted field that
+    # ran to 'q2"', so both rows became one judgement of the id 'q1\td1\t1\nq2'.
+    text = 'query-id\tcorpus-id\tscore\n"q1\td1\t1\nq2"\td2\t1\n'
     assert load_beir(_write_qrels(tmp_path, text), all_queries=True).qrels == {
-        'q"1': {"d1": 1},
-        "q2": {'d"2': 1},
+        '"q1': {"d1": 1},
+        'q2"': {"d2": 1},
     }
 
 
@@ -328,6 +329,16 @@ def test_load_embeddings_row_mismatch(tmp_path):
     np.save(tmp_path / "enc" / "queries.npy", np.zeros((1, 2), np.float32))
     with pytest.raises(ValueError, match=r"corpus_ids.txt lists 2 ids"):
         load_embeddings(tmp_path, "enc")
+
+
+def test_load_embeddings_reads_a_bom_in_the_id_files(tmp_path):
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "corpus_ids.txt").write_text("d1\nd2\n", encoding="utf-8-sig")
+    (tmp_path / "query_ids.txt").write_text("q1\n", encoding="utf-8-sig")
+    np.save(tmp_path / "enc" / "corpus.npy", np.zeros((2, 2), np.float32))
+    np.save(tmp_path / "enc" / "queries.npy", np.zeros((1, 2), np.float32))
+    emb = load_embeddings(tmp_path, "enc")
+    assert emb.corpus_ids == ["d1", "d2"] and emb.query_ids == ["q1"]
 
 
 def test_shared_dir_env(tmp_path, monkeypatch):

@@ -589,12 +589,12 @@ def test_ids_must_be_str_or_int(ids):
 
 
 def test_mixed_ids_survive_save_and_load(tmp_path):
-    ids = ["a", 1, "a\0", 2**70]
-    index = HNSWIndex(n_neighbors=1).fit(np.eye(4), ids=ids)
+    ids = ["a", 1, "a\0", 2**70, -3]
+    index = HNSWIndex(n_neighbors=1).fit(np.eye(5), ids=ids)
     loaded = HNSWIndex.load(index.save(tmp_path / "idx"))
     assert loaded.ids_.tolist() == ids
     assert (
-        loaded.kneighbors(np.eye(4), return_distance=False, return_ids=True).ravel().tolist() == ids
+        loaded.kneighbors(np.eye(5), return_distance=False, return_ids=True).ravel().tolist() == ids
     )
 
 
@@ -606,16 +606,52 @@ def test_space_changed_after_fit_is_refused(cls):
         index.kneighbors(np.eye(3))
 
 
-def test_sparse_graph_falls_back_to_the_widest_search():
-    # 200 identical vectors with M=2: hnswlib finds fewer than k at ef=k and raised
+def test_disconnected_graph_is_a_value_error():
+    # 200 identical vectors with M=2: the graph falls apart and hnswlib raised
     # RuntimeError("Cannot return the results in a contiguous 2D array").
     docs = np.ones((200, 8), dtype=np.float32)
     index = HNSWIndex(M=2, ef_construction=2, ef=1, random_state=0).fit(docs)
-    ind = index.kneighbors(docs[:3], n_neighbors=50, return_distance=False)
-    assert ind.shape == (3, 50) and all(len(set(row)) == 50 for row in ind)
+    with pytest.raises(ValueError, match="connects fewer than 100 documents .* disconnected"):
+        index.kneighbors(docs[:3], n_neighbors=100)
+    assert index.kneighbors(docs[:3], n_neighbors=10)[1].shape == (3, 10)
 
 
 def test_n_jobs_is_capped_at_the_cpu_count():
     from joblib import cpu_count
 
     assert HNSWIndex(n_jobs=10**6)._threads() == cpu_count()
+
+
+@pytest.mark.parametrize("cls", [HNSWIndex, ExactIndex])
+def test_zero_rows_warn_in_cosine_space(cls):
+    docs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    docs[3] = 0
+    with pytest.warns(UserWarning, match=r"D has 1 all-zero row\(s\) \(first at index 3\)"):
+        index = cls(n_neighbors=2).fit(docs)
+    with pytest.warns(UserWarning, match=r"Q has 1 all-zero row\(s\) \(first at index 3\)"):
+        dist, _ = index.kneighbors(docs[:4])
+    np.testing.assert_allclose(dist[3], 1.0, atol=1e-6)  # no direction: distance 1 to all
+
+
+def test_save_refuses_to_replace_other_files(tmp_path):
+    index, _ = _small_index()
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"other than a saved index \(\['notes.txt'\]\)"):
+        index.save(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not a directory"):
+        index.save(tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
+
+
+def test_one_long_id_does_not_pad_every_id():
+    # A numpy str array pads every id to the longest: 1e5 ids and one of 10k
+    # characters would take 4 GB; such ids are kept as an object array.
+    ids = [f"d{i}" for i in range(100_000)]
+    ids[5] = "x" * 10_000
+    index = ExactIndex().fit(np.ones((100_000, 2)), ids=ids)
+    assert index.ids_.dtype == object and index.ids_[5] == ids[5]
+    short = ExactIndex().fit(np.ones((100_000, 2)), ids=ids[:5] + ids[6:] + ["d5"])
+    assert short.ids_.dtype.kind == "U"
+    short.add(np.ones((1, 2)), ids=["y" * 10_000])
+    assert short.ids_.dtype == object and short.ids_[-1] == "y" * 10_000
