@@ -9,7 +9,7 @@ import pytest
 from era_sklearn import ERAAdapter
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import Reservoir
-from era_sklearn._statistics import PairStatistics
+from era_sklearn._statistics import PairStatistics, working_bytes
 from era_sklearn._validation import l2_normalize, row_norms
 
 
@@ -88,17 +88,35 @@ def test_zero_rows_are_left_out_and_counted():
     [(np.float32, 1e20), (np.float32, 1e35), (np.float32, 1e-30), (np.float64, 1e300),
      (np.float64, 1e-300), (np.float64, 1e-310)],
 )
-def test_normalised_statistics_ignore_the_scale_of_rows(dtype, factor):
+@pytest.mark.parametrize("gram", [False, True])
+def test_normalised_statistics_ignore_the_scale_of_rows(dtype, factor, gram):
     """Squares of 1e20 overflow float32; of 1e-30 underflow; 1e-310 is subnormal itself."""
     X, Y = _pairs(dtype=dtype)
-    plain = PairStatistics.from_arrays(X, Y, normalize=True)
+    plain = PairStatistics.from_arrays(X, Y, gram=gram, normalize=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow/underflow RuntimeWarning either
-        scaled = PairStatistics.from_arrays(X * dtype(factor), Y * dtype(factor), normalize=True)
+        scaled = PairStatistics.from_arrays(X * dtype(factor), Y * dtype(factor), gram=gram,
+                                            normalize=True)
     # Subnormal inputs carry fewer significant bits themselves.
     rtol = 1e-12 if dtype == np.float64 and factor > 1e-308 else 1e-9 if dtype == np.float64 \
         else 2e-6
     _assert_stats_close(scaled, vars(plain), rtol)
+
+
+@pytest.mark.parametrize("gram", [False, True])
+def test_a_few_extreme_rows_among_ordinary_ones(gram):
+    """Blocks with and without rows that need rescaling, X contiguous or a column slice."""
+    X, Y = _pairs(n=1000)
+    factors = np.ones(len(X), dtype=np.float32)
+    factors[[5, 400]], factors[[6, 990]] = 1e25, 1e-40  # huge; subnormal
+    Xe, Ye = X * factors[:, None], Y * factors[::-1, None]
+    wide = np.hstack([Xe, Ye])  # X as a column slice: not C-contiguous
+    expected = _reference(Xe, Ye, None, normalize=True)  # float64 squares neither overflow
+    if not gram:
+        del expected["xtx"]
+    for Xin in (Xe, wide[:, : X.shape[1]]):
+        stats = PairStatistics.from_arrays(Xin, Ye, gram=gram, normalize=True, block_rows=128)
+        _assert_stats_close(stats, expected, 2e-6)
 
 
 @pytest.mark.parametrize("dtype, factor", [(np.float32, 1e20), (np.float64, 1e160)])
@@ -127,6 +145,21 @@ def test_float32_stays_float32_in_the_blocks_and_sums_are_float64():
     # Y is taken in X's dtype (float32), as fit_align does.
     same = PairStatistics.from_arrays(X, Y, normalize=True)
     np.testing.assert_array_equal(stats.xty, same.xty)
+
+
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_memory_is_one_block_and_the_sums(gram, normalize):
+    """No copy of X or Y: the peak is the block buffers and the sums, whatever n is."""
+    X = np.random.default_rng(0).standard_normal((20_000, 96), dtype=np.float32)
+    Y = X[:, :40] + 1
+    w = np.ones(len(X))
+    tracemalloc.start()
+    PairStatistics.from_arrays(X, Y, w, gram=gram, normalize=normalize, block_rows=500)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= working_bytes(96, 40, np.float32, gram=gram, block_rows=500)
+    assert working_bytes(96, 40, np.float32, gram=gram, block_rows=500) < X.nbytes / 10
 
 
 def test_bad_shapes_and_weights_fail_clearly():
