@@ -12,15 +12,20 @@ normalisation costs no extra pass over the data and no copy of it, and a
 float32 fit runs its GEMMs in float32 while the totals are kept in float64.
 """
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import blas
+from threadpoolctl import ThreadpoolController
 
 from ._validation import _rescaled_rows, _square_sums
 
-#: Bytes of one block of X: the block, its normalised copy and Y's stay in
-#: the last-level cache between the norm pass and the BLAS calls.
+#: Bytes of X in the blocks of all threads together: the blocks, their
+#: normalised copies and Y's stay in the last-level cache between the norm
+#: pass and the BLAS calls.
 BLOCK_BYTES = 6 * 2**20
 #: float32 block results are summed in float32 by BLAS for this many rows,
 #: then added to the float64 totals: the float64 additions stay negligible,
@@ -48,7 +53,7 @@ class PairStatistics:
 
     @classmethod
     def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, normalize=False,
-                    block_rows=None):
+                    block_rows=None, n_threads=None):
         """Statistics of one chunk of pairs, in a single blocked pass.
 
         Parameters
@@ -65,7 +70,12 @@ class PairStatistics:
             finite row works, huge or subnormal). Pairs where either row is
             all zeros are left out and counted in ``n_dropped``.
         block_rows : int, default=None
-            Rows per block; by default about 6 MiB of X.
+            Rows per block; by default about 6 MiB of X over all threads.
+        n_threads : int, default=None
+            Threads that each take every ``n_threads``-th block, with BLAS
+            single-threaded meanwhile; default: as many as BLAS has. The
+            result does not depend on thread timing (each thread's blocks
+            are fixed and the threads' sums are added in order).
 
         Returns
         -------
@@ -79,13 +89,28 @@ class PairStatistics:
             if their values are too large to square in their dtype.
         """
         X, Y, w = _check_pairs(X, Y, sample_weight)
-        block_rows = _block_rows(block_rows, X.shape[1], X.dtype)
-        acc = _Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
-                           min(block_rows, max(len(X), 1)))
-        for start in range(0, len(X), block_rows):
-            stop = start + block_rows
-            acc.add(X[start:stop], Y[start:stop], None if w is None else w[start:stop])
-        return acc.result()
+        n_threads = _n_threads(n_threads)
+        block_rows = _block_rows(block_rows, X.shape[1], X.dtype, n_threads)
+        n_threads = max(1, min(n_threads, -(-len(X) // block_rows)))
+        accs = [_Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
+                             min(block_rows, max(len(X), 1))) for _ in range(n_threads)]
+
+        def run(t):
+            for start in range(t * block_rows, len(X), n_threads * block_rows):
+                stop = start + block_rows
+                accs[t].add(X[start:stop], Y[start:stop],
+                            None if w is None else w[start:stop], start)
+
+        if n_threads == 1:
+            run(0)
+        else:
+            # The row-wise work (norms, scaling) is memory-bound and numpy
+            # runs it on one core: threads that each normalise and multiply
+            # their own blocks keep both kinds of work on every core.
+            with _single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
+                list(pool.map(run, range(n_threads)))
+        results = [acc.result() for acc in accs]
+        return sum(results[1:], results[0])
 
     def __add__(self, other):
         """Statistics of the union of two disjoint row sets."""
@@ -126,31 +151,77 @@ class PairStatistics:
         )
 
 
-def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None):
+def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None, n_threads=None):
     """Memory ``from_arrays`` allocates besides its inputs: block buffers and sums.
 
     It does not grow with the number of rows; tests/test_statistics.py checks
     it with tracemalloc and benchmarks/speed.py against the peak RSS of a fit.
     """
     dtype = np.dtype(dtype)
-    rows = _block_rows(block_rows, d_q, dtype)
+    n_threads = _n_threads(n_threads)
+    rows = _block_rows(block_rows, d_q, dtype, n_threads)
     # Row buffers of X (when it must be copied) and of Y, and per block about
     # a dozen vectors (norms, weights).
     buffers = rows * ((d_q + d_d + 1) * dtype.itemsize + 128)
     sums = d_q * ((d_d + 1) + (d_q if gram else 0))
     # BLAS partial sums in the input dtype and float64 totals (the same arrays
-    # for float64 input), then the result's copy of X^T Y.
+    # for float64 input), per thread; then the result's copies of X^T Y and,
+    # summing the threads' results, of X^T X.
     per_entry = dtype.itemsize + (8 if dtype == np.float32 else 0)
-    return buffers + sums * per_entry + d_q * d_d * 8
+    result = d_q * d_d * 8 * (2 if n_threads > 1 else 1)
+    if gram and n_threads > 1:
+        result += d_q * d_q * 8
+    return n_threads * (buffers + sums * per_entry) + result
 
 
-def _block_rows(block_rows, d_q, dtype):
+def _n_threads(n_threads):
+    if n_threads is None:
+        blas_threads = [lib.num_threads for lib in _blas_controller().lib_controllers]
+        return max(blas_threads, default=1)
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) \
+            or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer; got {n_threads!r}.")
+    return int(n_threads)
+
+
+def _block_rows(block_rows, d_q, dtype, n_threads=1):
     if block_rows is None:
-        return max(256, BLOCK_BYTES // (d_q * np.dtype(dtype).itemsize))
+        return max(256, BLOCK_BYTES // (n_threads * d_q * np.dtype(dtype).itemsize))
     if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) \
             or block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}.")
     return int(block_rows)
+
+
+def _blas_controller():
+    return ThreadpoolController().select(user_api="blas")
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None
+
+
+@contextmanager
+def _single_threaded_blas():
+    """BLAS on one thread while any pass runs threads of its own.
+
+    Counted, so that overlapping passes (from threads of the caller) restore
+    the original setting only when the last one ends.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _blas_controller().limit(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 def _check_pairs(X, Y, sample_weight):
@@ -213,8 +284,8 @@ class _Accumulator:
         self.weight_sum = self.x_sqnorm = 0.0
         self.n_dropped = 0
 
-    def add(self, X, Y, w):
-        """Add one block of rows (``w``: its weights or None)."""
+    def add(self, X, Y, w, offset=0):
+        """Add one block of rows (``w``: its weights or None; ``offset``: its first row)."""
         n = len(X)
         if n == 0:
             return
@@ -228,7 +299,8 @@ class _Accumulator:
             w[dropped] = 0
             bound = float(w.sum())  # every entry of the block's sums is at most sum(w)
         else:
-            sqx, sqy = self._raw_square_sums(X, "X"), self._raw_square_sums(Y, "Y")
+            sqx = self._raw_square_sums(X, "X", offset)
+            sqy = self._raw_square_sums(Y, "Y", offset)
             self.x_sqnorm += float(w @ sqx)
             bound = max(float(w @ sqx), float(w @ sqy)) + float(w.sum())
             ux = uy = np.ones(n)
@@ -266,10 +338,9 @@ class _Accumulator:
 
     def _unit_scales(self, A, name):
         """Per-row 1/norm (0 for a zero row), and exact unit rows where squares can't be trusted."""
-        sq, suspect = _square_sums(A)
+        sq, rows = _square_sums(A)
         with np.errstate(divide="ignore"):
             scale = 1.0 / np.sqrt(sq, dtype=np.float64)
-        rows = np.flatnonzero(suspect)
         if not rows.size:
             return scale, None
         _check_finite(A[rows], name)
@@ -277,18 +348,18 @@ class _Accumulator:
         scale[rows] = np.where(zero, 0.0, 1.0)  # nonzero rows are replaced by their units
         return scale, (rows, units)
 
-    def _raw_square_sums(self, A, name):
+    def _raw_square_sums(self, A, name, offset):
         """Squared row norms (float64); the rows must be finite and their squares representable."""
-        sq, suspect = _square_sums(A)
-        rows = np.flatnonzero(suspect)
+        sq, rows = _square_sums(A)
         if rows.size:
             _check_finite(A[rows], name)
             norms = _rescaled_rows(A[rows])[0]
             big = ~(norms <= np.sqrt(np.finfo(self.dtype).max))
             if big.any():
                 raise ValueError(
-                    f"{name} has values too large for unnormalised fitting: row {rows[big][0]} "
-                    f"has norm {norms[big][0]:.3g}, whose square overflows {self.dtype.name} "
+                    f"{name} has values too large for unnormalised fitting: row "
+                    f"{offset + rows[big][0]} has norm {norms[big][0]:.3g}, whose square "
+                    f"overflows {self.dtype.name} "
                     f"(max {np.finfo(self.dtype).max:.3g}). Normalise the rows "
                     "(normalize_input=True) or rescale the data."
                 )
