@@ -95,11 +95,19 @@ class PairStatistics:
         accs = [_Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
                              min(block_rows, max(len(X), 1))) for _ in range(n_threads)]
 
+        failed = threading.Event()  # one thread's error stops the others early
+
         def run(t):
-            for start in range(t * block_rows, len(X), n_threads * block_rows):
-                stop = start + block_rows
-                accs[t].add(X[start:stop], Y[start:stop],
-                            None if w is None else w[start:stop], start)
+            try:
+                for start in range(t * block_rows, len(X), n_threads * block_rows):
+                    if failed.is_set():
+                        return
+                    stop = start + block_rows
+                    accs[t].add(X[start:stop], Y[start:stop],
+                                None if w is None else w[start:stop], start)
+            except BaseException:
+                failed.set()
+                raise
 
         if n_threads == 1:
             run(0)

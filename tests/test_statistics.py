@@ -1,5 +1,6 @@
 """Stage-1 statistics: the blocked pass, overflow-safe norms, Dask and the document reservoir."""
 
+import doctest
 import tracemalloc
 import warnings
 
@@ -388,6 +389,13 @@ def test_reservoir_skips_zero_rows_and_zero_weights_and_normalises():
     kept = Reservoir(capacity=1000, random_state=0, normalize=True).add(rows, weights).sample()
     assert len(kept) == 25  # rows 3, 7, 11, ...: odd positions with non-zero weight
     np.testing.assert_allclose(kept, np.tile([[1, 2]] / np.sqrt(5), (25, 1)))
+
+
+def test_reservoir_docstring_example_runs():
+    import era_sklearn._reservoir as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("capacity", [0, -1, 2.5, True])
