@@ -1,30 +1,26 @@
-"""Speed and memory of the closed-form ERAAdapter against bare-numpy floors.
+"""Stage 1 at the GEMM floor: closed-form ``fit_align`` against bare numpy GEMMs.
 
-Everything is float32 and measured side by side in one run: every round runs
-each contender once on the same arrays (rounds alternate, the fastest round
-counts), so a machine loaded by other work slows all of them alike.
+float32, X of shape (n, 768), Y of shape (n, 384), L2-normalised inputs (the
+default). Each round runs every contender once on the same arrays, in
+alternating order, and the fastest of the rounds counts, so a machine loaded
+by other work slows all of them alike. Contenders per size ``n``:
 
-Contenders per size ``n`` (synthetic ``X`` of shape (n, 768), ``Y`` (n, 384)):
+* ``floor lstsq``: ``X.T @ X`` plus ``X.T @ Y`` (numpy): the O(n) work any
+  least-squares stage 1 needs, on raw (unnormalised) inputs;
+* ``floor procrustes``: ``X.T @ Y`` alone (Procrustes needs no Gram matrix);
+* ``lstsq`` and ``procrustes``: :func:`fit_align` below, which normalises
+  every row, builds the statistics, solves and keeps the document sample.
+  Targets: within 1.1x of their floor.
 
-* ``gemm floor``: ``X.T @ X`` plus ``X.T @ Y`` in numpy: the O(n) work any
-  least-squares stage 1 needs. ``X.T @ Y`` alone is the floor of Procrustes
-  (which needs no Gram matrix) and is reported too.
-* ``ERAAdapter(align="procrustes").fit_align`` and ``align="lstsq"``.
-* ``sklearn.linear_model.Ridge(fit_intercept=False)`` (same alpha as lstsq)
-  and ``scipy.linalg.orthogonal_procrustes`` (which needs equal widths: run
-  on ``Y`` zero-padded to 768 columns, padding not timed).
-* ``ERAAdapter.transform`` against a bare ``X @ W`` with the same ``W`` and
-  dtype.
-* A breakdown of the O(n) passes inside ``fit_align``/``transform`` besides
-  the GEMMs (finiteness scan, L2 normalisation, the weighted copy, ...), so a
-  missed target can be attributed.
-
-Peak memory is traced with ``tracemalloc`` (numpy reports its buffers to it)
-in a separate, untimed call of each contender.
+Memory: each case runs once more in a fresh subprocess, which creates the
+inputs, resets the kernel's high-water mark (``/proc/self/clear_refs``) and
+reports peak RSS minus the RSS just after the inputs exist. Budget: one
+block of rows plus the statistics (``_statistics.working_bytes``), the
+document sample, plus 100 MB.
 
 Usage::
 
-    PYTHONPATH=. python -m benchmarks.speed [--sizes 1e3 1e4 1e5 1e6] [--repeats 3]
+    PYTHONPATH=. python -m benchmarks.speed [--sizes 1e5 1e6] [--repeats 3]
 
 Writes ``benchmarks/results/speed.json`` and ``benchmarks/results/speed.md``.
 """
@@ -34,70 +30,84 @@ import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import scipy
-import sklearn
-from scipy.linalg import orthogonal_procrustes
-from sklearn.linear_model import Ridge
-from sklearn.utils import check_array
+from threadpoolctl import threadpool_info
 
-from era_sklearn import ERAAdapter
-from era_sklearn._validation import l2_normalize
+from era_sklearn._closed_form import procrustes, ridge
+from era_sklearn._reservoir import CAPACITY, Reservoir
+from era_sklearn._statistics import PairStatistics, working_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 D_Q, D_D = 768, 384
-ALPHA = 0.1  # ERAAdapter's default align_alpha; the same for sklearn's Ridge
+ALPHA = 0.1  # least-squares ridge (LeastSquares' default alpha)
 DTYPE = np.float32
-TARGET_FIT = 1.3
-TARGET_TRANSFORM = 1.1
+TARGET_RATIO = 1.1
+MEMORY_SLACK_MB = 100
+
+
+def fit_align(align, X, Y):
+    """Closed-form stage 1 as ``ERAAdapter(align=align).fit_align(X, Y)`` runs it.
+
+    SWITCH HERE once ``ERAAdapter.fit_align`` builds its statistics with
+    ``PairStatistics.from_arrays(..., normalize=True)``: replace the body by
+
+        from era_sklearn import ERAAdapter
+        return ERAAdapter(align=align).fit_align(X, Y)
+
+    Until then this runs the same work through the functions the estimator
+    calls: the blocked statistics pass (normalisation inside), the solve,
+    and the bounded sample of documents (``align_docs_``).
+    """
+    stats = PairStatistics.from_arrays(X, Y, gram=align == "lstsq", normalize=True)
+    docs = Reservoir(random_state=0, normalize=True).add(Y).sample()
+    W = ridge(stats, ALPHA) if align == "lstsq" else procrustes(stats)[0]
+    return W.astype(X.dtype), docs
 
 
 def make_arrays(n, seed=0):
-    """Synthetic paired embeddings, generated directly in float32 (no float64 temporary)."""
+    """Paired embeddings, generated in float32 chunks (no float64 temporary)."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, D_Q), dtype=DTYPE)
     R = np.linalg.qr(rng.standard_normal((D_Q, D_Q)))[0][:, :D_D].astype(DTYPE)
-    Y = X @ R
-    Y += 0.1 * rng.standard_normal((n, D_D), dtype=DTYPE)
+    X = np.empty((n, D_Q), dtype=DTYPE)
+    Y = np.empty((n, D_D), dtype=DTYPE)
+    for start in range(0, n, 65_536):
+        stop = min(n, start + 65_536)
+        X[start:stop] = rng.standard_normal((stop - start, D_Q), dtype=DTYPE)
+        np.matmul(X[start:stop], R, out=Y[start:stop])
+        Y[start:stop] += 0.1 * rng.standard_normal((stop - start, D_D), dtype=DTYPE)
     return X, Y
 
 
-#: Largest n for the zero-padded scipy Procrustes (the padded Y alone is 3 GB at 1e6).
-MAX_N_SCIPY = 200_000
+def contenders(X, Y, *, parts=False):
+    """name -> zero-argument callable; results are dropped at once.
 
-
-def contenders(X, Y, Y_pad, adapter, W):
-    """name -> zero-argument callable; results are dropped at once."""
-    ones = np.ones(len(X), dtype=DTYPE)
+    ``parts`` adds the pieces of ``fit_align`` timed alone (the statistics
+    pass, the solve, the document sample), so that a missed target can be
+    attributed.
+    """
     funcs = {
-        # -- stage 1 --------------------------------------------------------
-        "gemm_floor": lambda: (X.T @ X, X.T @ Y),
-        "gemm_xty": lambda: X.T @ Y,
-        "era_procrustes": lambda: ERAAdapter(align="procrustes").fit_align(X, Y),
-        "era_lstsq": lambda: ERAAdapter(align="lstsq", align_alpha=ALPHA).fit_align(X, Y),
-        "sklearn_ridge": lambda: Ridge(alpha=ALPHA, fit_intercept=False).fit(X, Y),
-        "scipy_procrustes": lambda: orthogonal_procrustes(X, Y_pad),
-        # -- transform ------------------------------------------------------
-        "bare_matmul": lambda: X @ W,
-        "era_transform": lambda: adapter.transform(X),
-        # -- breakdown of the extra O(n) passes -----------------------------
-        "part_check_finite_X": lambda: check_array(X, dtype=[np.float64, np.float32]),
-        "part_check_finite_Y": lambda: check_array(Y, dtype=[np.float64, np.float32]),
-        "part_l2_normalize_X": lambda: l2_normalize(X),
-        "part_l2_normalize_Y": lambda: l2_normalize(Y),
-        "part_norm_rows_X": lambda: np.linalg.norm(X, axis=1),
-        "part_weighted_copy_X": lambda: X * ones[:, None],
-        "part_sums": lambda: (X.sum(axis=0), Y.sum(axis=0)),
-        "part_sqnorm_einsum_f64": lambda: np.einsum("ij,ij->", X, X, dtype=np.float64),
-        "part_l2_normalize_out": lambda: l2_normalize(X[:, :D_D]),
+        "floor_lstsq": lambda: (X.T @ X, X.T @ Y),
+        "floor_procrustes": lambda: X.T @ Y,
+        "lstsq": lambda: fit_align("lstsq", X, Y),
+        "procrustes": lambda: fit_align("procrustes", X, Y),
     }
-    if Y_pad is None:
-        del funcs["scipy_procrustes"]
+    if parts:
+        stats = {align: PairStatistics.from_arrays(X[:2000], Y[:2000], gram=align == "lstsq")
+                 for align in ("lstsq", "procrustes")}  # the solve's cost does not depend on n
+        funcs.update({
+            "part_pass_lstsq": lambda: PairStatistics.from_arrays(X, Y, normalize=True),
+            "part_pass_procrustes": lambda: PairStatistics.from_arrays(X, Y, gram=False,
+                                                                       normalize=True),
+            "part_solve_lstsq": lambda: ridge(stats["lstsq"], ALPHA),
+            "part_solve_procrustes": lambda: procrustes(stats["procrustes"]),
+            "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),
+        })
     return funcs
 
 
@@ -115,128 +125,129 @@ def best_times(funcs, repeats):
     return {name: min(ts) for name, ts in times.items()}, times
 
 
-def peak_memory(funcs, names):
-    """Peak bytes newly allocated during one call (``tracemalloc``), per contender."""
-    peaks = {}
-    for name in names:
-        gc.collect()
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        out = funcs[name]()
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        del out
-        peaks[name] = peak
-    return peaks
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-MEMORY_NAMES = [
-    "gemm_floor", "gemm_xty", "era_procrustes", "era_lstsq", "sklearn_ridge",
-    "scipy_procrustes", "bare_matmul", "era_transform",
-]
+def memory_worker(name, n):
+    """In a fresh process: peak RSS of one call above the RSS once the inputs exist."""
+    X, Y = make_arrays(n)
+    func = contenders(X, Y)[name]
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    func()
+    return {"rss_inputs_mb": before / 1024, "peak_over_inputs_mb": (_status_kb("VmHWM") -
+                                                                   before) / 1024}
+
+
+def memory_budget_mb(name):
+    if name.startswith("floor"):
+        return None
+    gram = name == "lstsq"
+    sample = CAPACITY * D_D * np.dtype(DTYPE).itemsize
+    return (working_bytes(D_Q, D_D, DTYPE, gram=gram) + sample) / 2**20 + MEMORY_SLACK_MB
+
+
+def measure_memory(name, n):
+    cmd = [sys.executable, "-m", "benchmarks.speed", "--memory-worker", name, "--sizes", str(n)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def run_size(n, repeats):
     X, Y = make_arrays(n)
-    Y_pad = None
-    if n <= MAX_N_SCIPY:
-        Y_pad = np.zeros((n, D_Q), dtype=DTYPE)
-        Y_pad[:, :D_D] = Y
-    adapter = ERAAdapter(align="procrustes").fit_align(X[: min(n, 20_000)], Y[: min(n, 20_000)])
-    W = adapter.coef_
-    assert W.dtype == DTYPE
-    funcs = contenders(X, Y, Y_pad, adapter, W)
-    funcs["era_transform"]()  # warm-up (imports, BLAS threads)
+    funcs = contenders(X, Y, parts=True)
+    fit_align("procrustes", X[:1000], Y[:1000])  # warm-up (imports, BLAS threads)
     best, all_times = best_times(funcs, repeats)
-    peaks = peak_memory(funcs, [k for k in MEMORY_NAMES if k in funcs])
-    out = {
+    del X, Y, funcs
+    gc.collect()
+    memory = {name: measure_memory(name, n) for name in
+              ("floor_lstsq", "floor_procrustes", "lstsq", "procrustes")}
+    for name, m in memory.items():
+        m["budget_mb"] = memory_budget_mb(name)
+    return {
         "n": n,
-        "input_mb": {"X": X.nbytes / 2**20, "Y": Y.nbytes / 2**20},
+        "input_mb": {"X": n * D_Q * 4 / 2**20, "Y": n * D_D * 4 / 2**20},
         "seconds": best,
         "all_seconds": all_times,
-        "peak_mb": {k: v / 2**20 for k, v in peaks.items()},
         "ratios": {
-            "procrustes_vs_gemm_floor": best["era_procrustes"] / best["gemm_floor"],
-            "procrustes_vs_xty_floor": best["era_procrustes"] / best["gemm_xty"],
-            "lstsq_vs_gemm_floor": best["era_lstsq"] / best["gemm_floor"],
-            "ridge_vs_gemm_floor": best["sklearn_ridge"] / best["gemm_floor"],
-            "lstsq_vs_sklearn_ridge": best["era_lstsq"] / best["sklearn_ridge"],
-            "procrustes_vs_scipy": (
-                best["era_procrustes"] / best["scipy_procrustes"] if Y_pad is not None else None
-            ),
-            "transform_vs_matmul": best["era_transform"] / best["bare_matmul"],
+            "lstsq": best["lstsq"] / best["floor_lstsq"],
+            "procrustes": best["procrustes"] / best["floor_procrustes"],
         },
+        "memory": memory,
     }
-    del X, Y, Y_pad, funcs, adapter, W
-    gc.collect()
-    return out
 
 
 def fmt_s(s):
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+    return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def markdown(rows, meta):
+    threads = ", ".join(f"{b['internal_api']} {b['version']} ({b['filepath'].split('/')[-1]}): "
+                        f"{b['num_threads']} threads" for b in meta["blas"])
     lines = [
-        (f"float32, d_q={D_Q}, d_d={D_D}; fastest of {meta['repeats']} alternating rounds; "
-        f"{meta['cpu_count']} CPUs, numpy {meta['numpy']}, scikit-learn {meta['sklearn']}, "
-        f"scipy {meta['scipy']}."),
+        (f"float32, d_q={D_Q}, d_d={D_D}, L2-normalised inputs; fastest of {meta['repeats']} "
+         f"alternating rounds; {meta['cpu_count']} CPUs, numpy {meta['numpy']}, scipy "
+         f"{meta['scipy']}; BLAS: {threads}. Load average (1 min) {meta['load_before']:.2f} "
+         f"before, {meta.get('load_after', float('nan')):.2f} after."),
         "",
-        ("Stage 1 (`fit_align`). Targets: closed form within "
-        f"{TARGET_FIT}x of the GEMM floor (`X.T @ X` + `X.T @ Y`) at n >= 1e5."),
+        (f"Targets: `fit_align` within {TARGET_RATIO}x of its floor (lstsq: `X.T @ X` + "
+         f"`X.T @ Y`; procrustes: `X.T @ Y`); peak RSS above the inputs within one block + the "
+         f"statistics + the document sample + {MEMORY_SLACK_MB} MB (budget)."),
         "",
-        ("| n | GEMM floor | X.T@Y only | procrustes | ratio | lstsq | ratio | sklearn Ridge | ratio "
-        "| scipy procrustes | peak MB procrustes / lstsq / Ridge / floor |"),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ("| n | floor lstsq | lstsq | ratio | floor procrustes | procrustes | ratio "
+         "| peak MB over inputs: lstsq / budget | procrustes / budget | floors |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        s, q, p = r["seconds"], r["ratios"], r["peak_mb"]
+        s, q, m = r["seconds"], r["ratios"], r["memory"]
         lines.append(
-            f"| {r['n']:.0e} | {fmt_s(s['gemm_floor'])} | {fmt_s(s['gemm_xty'])} "
-            f"| {fmt_s(s['era_procrustes'])} | {q['procrustes_vs_gemm_floor']:.2f}x "
-            f"| {fmt_s(s['era_lstsq'])} | {q['lstsq_vs_gemm_floor']:.2f}x "
-            f"| {fmt_s(s['sklearn_ridge'])} | {q['ridge_vs_gemm_floor']:.2f}x "
-            f"| {fmt_s(s['scipy_procrustes']) if 'scipy_procrustes' in s else 'skipped'} "
-            f"| {p['era_procrustes']:.0f} / {p['era_lstsq']:.0f} / {p['sklearn_ridge']:.0f} "
-            f"/ {p['gemm_floor']:.0f} |"
-        )
-    lines += [
-        "",
-        (f"scipy's `orthogonal_procrustes` needs equal widths: it runs on Y zero-padded to {D_Q} "
-        f"columns (padding not timed), and only up to n = {MAX_N_SCIPY:.0e} (memory)."),
-        "",
-        f"`transform` against a bare `X @ W` (same W, float32). Target: within {TARGET_TRANSFORM}x.",
-        "",
-        "| n | X @ W | transform | ratio | peak MB matmul / transform |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        s, q, p = r["seconds"], r["ratios"], r["peak_mb"]
-        lines.append(
-            f"| {r['n']:.0e} | {fmt_s(s['bare_matmul'])} | {fmt_s(s['era_transform'])} "
-            f"| {q['transform_vs_matmul']:.2f}x | {p['bare_matmul']:.0f} / {p['era_transform']:.0f} |"
+            f"| {r['n']:.0e} | {fmt_s(s['floor_lstsq'])} | {fmt_s(s['lstsq'])} "
+            f"| {q['lstsq']:.3f}x | {fmt_s(s['floor_procrustes'])} | {fmt_s(s['procrustes'])} "
+            f"| {q['procrustes']:.3f}x "
+            f"| {m['lstsq']['peak_over_inputs_mb']:.0f} / {m['lstsq']['budget_mb']:.0f} "
+            f"| {m['procrustes']['peak_over_inputs_mb']:.0f} / "
+            f"{m['procrustes']['budget_mb']:.0f} "
+            f"| {m['floor_lstsq']['peak_over_inputs_mb']:.0f} / "
+            f"{m['floor_procrustes']['peak_over_inputs_mb']:.0f} |"
         )
     parts = [k for k in rows[0]["seconds"] if k.startswith("part_")]
     lines += [
         "",
-        "O(n) passes besides the GEMMs (each timed alone on the same arrays):",
+        ("The pieces of `fit_align`, each timed alone in the same rounds (the solve on "
+         "statistics of 2,000 rows: its cost does not depend on n):"),
         "",
         "| n | " + " | ".join(k.removeprefix("part_") for k in parts) + " |",
         "|---:|" + "---:|" * len(parts),
     ]
     for r in rows:
-        lines.append(
-            f"| {r['n']:.0e} | " + " | ".join(fmt_s(r["seconds"][k]) for k in parts) + " |"
-        )
+        lines.append(f"| {r['n']:.0e} | " + " | ".join(fmt_s(r["seconds"][k]) for k in parts)
+                     + " |")
+    lines += ["", "All rounds (seconds):", ""]
+    for r in rows:
+        rounds = "; ".join(f"{k} " + ", ".join(f"{t:.3f}" for t in v)
+                           for k, v in r["all_seconds"].items())
+        lines.append(f"- n={r['n']:.0e}: {rounds}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=float, default=[1e3, 1e4, 1e5, 1e6])
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_worker:  # inside a measurement subprocess
+        print(json.dumps(memory_worker(args.memory_worker, int(args.sizes[0]))))
+        return
     meta = {
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
@@ -244,11 +255,12 @@ def main(argv=None):
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "sklearn": sklearn.__version__,
-        "dtype": "float32",
-        "d_q": D_Q,
-        "d_d": D_D,
-        "alpha": ALPHA,
+        "blas": [{k: b[k] for k in ("internal_api", "version", "num_threads", "filepath")}
+                 for b in threadpool_info() if b["user_api"] == "blas"],
+        "dtype": "float32", "d_q": D_Q, "d_d": D_D, "alpha": ALPHA,
+        "fit_align": "PairStatistics.from_arrays(normalize=True) + solve + Reservoir "
+                     "(benchmarks.speed.fit_align)",
+        "load_before": os.getloadavg()[0],
     }
     command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(
         ["--sizes", *[f"{s:.0e}" for s in args.sizes], "--repeats", str(args.repeats)]
@@ -256,9 +268,9 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
-        n = int(n)
         t0 = time.perf_counter()
-        rows.append(run_size(n, args.repeats))
+        rows.append(run_size(int(n), args.repeats))
+        meta["load_after"] = os.getloadavg()[0]
         print(f"n={n:.0e} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         write(args.out, command, meta, rows, complete=len(rows) == len(args.sizes))
     print(markdown(rows, meta))

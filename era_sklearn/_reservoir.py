@@ -118,24 +118,32 @@ class Reservoir:
 
     def _smallest_eligible(self, rows, keys, eligible):
         """Positions (in ``rows``) of the at most ``capacity`` eligible rows with smallest keys."""
-        if len(self) < self.capacity:
-            cand = np.arange(len(keys))
-        else:  # only keys below the largest kept one can enter
-            cand = np.flatnonzero(keys < self._keys.max())
+        if len(self) == self.capacity:  # only keys below the largest kept one can enter
+            tiers = [lambda: np.flatnonzero(keys < self._keys[self._index >= 0].max())]
+        else:
+            # Keys are uniform: those below about twice the expected
+            # capacity-th smallest almost surely hold the winners, and
+            # selecting among them avoids partitioning all n keys.
+            cut = np.uint64(min(2**64 - 1, 2 * self.capacity / len(keys) * 2**64))
+            tiers = [lambda: np.flatnonzero(keys < cut), lambda: np.flatnonzero(keys >= cut)]
         chosen, need = [], self.capacity
-        # Eligibility needs the rows' norms: check the best candidates first,
-        # and more only when some of them turn out ineligible.
-        while need and cand.size:
-            if cand.size > need:
-                part = np.argpartition(keys[cand], need - 1)
-                take, cand = cand[part[:need]], cand[part[need:]]
-            else:
-                take, cand = cand, cand[:0]
-            ok = row_norms(rows[take]) > 0
-            if eligible is not None:
-                ok &= eligible[take]
-            chosen.append(take[ok])
-            need -= int(ok.sum())
+        for tier in tiers:
+            if not need:
+                break
+            cand = tier()
+            # Eligibility needs the rows' norms: check the best candidates
+            # first, and more only when some of them turn out ineligible.
+            while need and cand.size:
+                if cand.size > need:
+                    part = np.argpartition(keys[cand], need - 1)
+                    take, cand = cand[part[:need]], cand[part[need:]]
+                else:
+                    take, cand = cand, cand[:0]
+                ok = row_norms(rows[take]) > 0
+                if eligible is not None:
+                    ok &= eligible[take]
+                chosen.append(take[ok])
+                need -= int(ok.sum())
         return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
 
     def _insert(self, keys, index, source, positions):
@@ -172,16 +180,12 @@ def _seed(random_state):
 
 
 def _keys(seed, start, n):
-    """One uint64 key per stream position: SplitMix64 of the position, offset by
-    a hash of the seed, mixed again (so nearby seeds give unrelated keys)."""
+    """One uint64 key per stream position: the SplitMix64 sequence started at a
+    hash of the seed (so nearby seeds give unrelated keys), read at ``start``."""
     salt = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
-    z = _mix(np.arange(start, start + n, dtype=np.uint64) * _GOLDEN)
+    z = np.arange(start, start + n, dtype=np.uint64)
+    z *= _GOLDEN
     z += salt
-    return _mix(z)
-
-
-def _mix(z):
-    """The SplitMix64 finaliser (a bijection on uint64), in place."""
     z ^= z >> np.uint64(30)
     z *= _MIX1
     z ^= z >> np.uint64(27)

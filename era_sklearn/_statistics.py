@@ -12,15 +12,20 @@ normalisation costs no extra pass over the data and no copy of it, and a
 float32 fit runs its GEMMs in float32 while the totals are kept in float64.
 """
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import blas
+from threadpoolctl import ThreadpoolController
 
 from ._validation import _rescaled_rows, _square_sums
 
-#: Bytes of one block of X: the block, its normalised copy and Y's stay in
-#: the last-level cache between the norm pass and the BLAS calls.
+#: Bytes of X in the blocks of all threads together: the blocks, their
+#: normalised copies and Y's stay in the last-level cache between the norm
+#: pass and the BLAS calls.
 BLOCK_BYTES = 6 * 2**20
 #: float32 block results are summed in float32 by BLAS for this many rows,
 #: then added to the float64 totals: the float64 additions stay negligible,
@@ -48,7 +53,7 @@ class PairStatistics:
 
     @classmethod
     def from_arrays(cls, X, Y, sample_weight=None, *, gram=True, normalize=False,
-                    block_rows=None):
+                    block_rows=None, n_threads=None):
         """Statistics of one chunk of pairs, in a single blocked pass.
 
         Parameters
@@ -65,7 +70,12 @@ class PairStatistics:
             finite row works, huge or subnormal). Pairs where either row is
             all zeros are left out and counted in ``n_dropped``.
         block_rows : int, default=None
-            Rows per block; by default about 6 MiB of X.
+            Rows per block; by default about 6 MiB of X over all threads.
+        n_threads : int, default=None
+            Threads that each take every ``n_threads``-th block, with BLAS
+            single-threaded meanwhile; default: as many as BLAS has. The
+            result does not depend on thread timing (each thread's blocks
+            are fixed and the threads' sums are added in order).
 
         Returns
         -------
@@ -79,16 +89,36 @@ class PairStatistics:
             if their values are too large to square in their dtype.
         """
         X, Y, w = _check_pairs(X, Y, sample_weight)
-        if block_rows is None:
-            block_rows = max(256, BLOCK_BYTES // (X.shape[1] * X.dtype.itemsize))
-        if block_rows < 1:
-            raise ValueError(f"block_rows must be a positive integer; got {block_rows}.")
-        acc = _Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
-                           min(block_rows, max(len(X), 1)))
-        for start in range(0, len(X), block_rows):
-            stop = start + block_rows
-            acc.add(X[start:stop], Y[start:stop], None if w is None else w[start:stop])
-        return acc.result()
+        n_threads = _n_threads(n_threads)
+        block_rows = _block_rows(block_rows, X.shape[1], X.dtype, n_threads)
+        n_threads = max(1, min(n_threads, -(-len(X) // block_rows)))
+        accs = [_Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
+                             min(block_rows, max(len(X), 1))) for _ in range(n_threads)]
+
+        failed = threading.Event()  # one thread's error stops the others early
+
+        def run(t):
+            try:
+                for start in range(t * block_rows, len(X), n_threads * block_rows):
+                    if failed.is_set():
+                        return
+                    stop = start + block_rows
+                    accs[t].add(X[start:stop], Y[start:stop],
+                                None if w is None else w[start:stop], start)
+            except BaseException:
+                failed.set()
+                raise
+
+        if n_threads == 1:
+            run(0)
+        else:
+            # The row-wise work (norms, scaling) is memory-bound and numpy
+            # runs it on one core: threads that each normalise and multiply
+            # their own blocks keep both kinds of work on every core.
+            with _single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
+                list(pool.map(run, range(n_threads)))
+        results = [acc.result() for acc in accs]
+        return sum(results[1:], results[0])
 
     def __add__(self, other):
         """Statistics of the union of two disjoint row sets."""
@@ -129,6 +159,79 @@ class PairStatistics:
         )
 
 
+def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None, n_threads=None):
+    """Memory ``from_arrays`` allocates besides its inputs: block buffers and sums.
+
+    It does not grow with the number of rows; tests/test_statistics.py checks
+    it with tracemalloc and benchmarks/speed.py against the peak RSS of a fit.
+    """
+    dtype = np.dtype(dtype)
+    n_threads = _n_threads(n_threads)
+    rows = _block_rows(block_rows, d_q, dtype, n_threads)
+    # Row buffers of X (when it must be copied) and of Y, and per block about
+    # a dozen vectors (norms, weights).
+    buffers = rows * ((d_q + d_d + 1) * dtype.itemsize + 128)
+    sums = d_q * ((d_d + 1) + (d_q if gram else 0))
+    # BLAS partial sums in the input dtype and float64 totals (the same arrays
+    # for float64 input), per thread; then the result's copies of X^T Y and,
+    # summing the threads' results, of X^T X.
+    per_entry = dtype.itemsize + (8 if dtype == np.float32 else 0)
+    result = d_q * d_d * 8 * (2 if n_threads > 1 else 1)
+    if gram and n_threads > 1:
+        result += d_q * d_q * 8
+    return n_threads * (buffers + sums * per_entry) + result
+
+
+def _n_threads(n_threads):
+    if n_threads is None:
+        blas_threads = [lib.num_threads for lib in _blas_controller().lib_controllers]
+        return max(blas_threads, default=1)
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) \
+            or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer; got {n_threads!r}.")
+    return int(n_threads)
+
+
+def _block_rows(block_rows, d_q, dtype, n_threads=1):
+    if block_rows is None:
+        return max(256, BLOCK_BYTES // (n_threads * d_q * np.dtype(dtype).itemsize))
+    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) \
+            or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}.")
+    return int(block_rows)
+
+
+def _blas_controller():
+    return ThreadpoolController().select(user_api="blas")
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None
+
+
+@contextmanager
+def _single_threaded_blas():
+    """BLAS on one thread while any pass runs threads of its own.
+
+    Counted, so that overlapping passes (from threads of the caller) restore
+    the original setting only when the last one ends.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _blas_controller().limit(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
 def _check_pairs(X, Y, sample_weight):
     """Shapes and dtypes only: values are checked in the pass itself, for free."""
     X, Y = np.asarray(X), np.asarray(Y)
@@ -153,74 +256,99 @@ def _check_pairs(X, Y, sample_weight):
 class _Accumulator:
     """Running sums of one pass; ``add`` takes one block of rows.
 
-    Each block is written into reused buffers with one extra column holding
-    ``a = sqrt(weight)`` (0 for a dropped pair): ``[X_s, a]^T [Y_s, a]`` then
-    yields ``X^T Y`` together with both column sums, and the symmetric update
-    of ``[X_s, a]`` yields ``X^T X`` (upper triangle) with the sums again.
+    Row ``i`` of a block enters as ``x~_i, y~_i`` (unit rows when
+    normalising, else the rows themselves) with weight ``w_i`` (0 for a
+    dropped pair). Y's block is written, scaled, into a buffer with one
+    extra column, so that one GEMM yields ``X^T Y`` and X's column sums
+    together. X's block is used in place when it can be (Procrustes needs no
+    Gram matrix, and row scales can all go to Y's side), else scaled into a
+    buffer of its own:
+
+    - X copied: ``X_s = sqrt(w)/|x| X``, ``Y_s = [sqrt(w)/|y| Y, sqrt(w)]``;
+    - X in place: ``X_s = X``, ``Y_s = [w/(|x||y|) Y, w/|x|]``;
+
+    and ``X_s^T Y_s = [sum w x~ y~^T, sum w x~]`` either way, with the Gram
+    matrix ``X_s^T X_s`` from a symmetric rank-k update of the copy.
     """
 
     def __init__(self, d_q, d_d, dtype, gram, normalize, block_rows):
         self.d_q, self.d_d, self.dtype = d_q, d_d, dtype
         self.gram, self.normalize = gram, normalize
-        self.x_buf = np.empty((block_rows, d_q + 1), dtype=dtype)
+        self.block_rows = block_rows
+        self.x_buf = None  # allocated on first need: Procrustes never copies X
         self.y_buf = np.empty((block_rows, d_d + 1), dtype=dtype)
         prefix = "s" if dtype == np.float32 else "d"
         self.syrk, self.gemm = getattr(blas, prefix + "syrk"), getattr(blas, prefix + "gemm")
         # BLAS writes into these (Fortran order: no copies); float64 input
         # accumulates straight into the totals.
-        self.xty_part = np.zeros((d_q + 1, d_d + 1), dtype=dtype, order="F")
-        self.xtx_part = np.zeros((d_q + 1, d_q + 1), dtype=dtype, order="F") if gram else None
-        self.xty = np.zeros((d_q + 1, d_d + 1)) if dtype == np.float32 else self.xty_part
-        self.xtx = (np.zeros((d_q + 1, d_q + 1)) if dtype == np.float32 else self.xtx_part
+        self.xty_part = np.zeros((d_q, d_d + 1), dtype=dtype, order="F")
+        self.xtx_part = np.zeros((d_q, d_q), dtype=dtype, order="F") if gram else None
+        self.xty = np.zeros((d_q, d_d + 1), order="F") if dtype == np.float32 else self.xty_part
+        self.xtx = (np.zeros((d_q, d_q), order="F") if dtype == np.float32 else self.xtx_part
                     ) if gram else None
+        self.y_sum = np.zeros(d_d)
         self.part_rows = 0  # rows in the float32 partial sums not yet flushed
         self.part_bound = 0.0  # bound on any entry of the partial sums
         self.weight_sum = self.x_sqnorm = 0.0
         self.n_dropped = 0
 
-    def add(self, X, Y, w):
-        """Add one block of rows (``w``: its weights or None)."""
+    def add(self, X, Y, w, offset=0):
+        """Add one block of rows (``w``: its weights or None; ``offset``: its first row)."""
         n = len(X)
         if n == 0:
             return
         X, Y = X.astype(self.dtype, copy=False), Y.astype(self.dtype, copy=False)
-        a = np.ones(n) if w is None else np.sqrt(w)
+        w = np.ones(n) if w is None else np.array(w, dtype=np.float64)
         if self.normalize:
-            x_scale, x_units = self._unit_scales(X, "X")
-            y_scale, y_units = self._unit_scales(Y, "Y")
-            dropped = (x_scale == 0) | (y_scale == 0)
+            ux, x_units = self._unit_scales(X, "X")
+            uy, y_units = self._unit_scales(Y, "Y")
+            dropped = (ux == 0) | (uy == 0)
             self.n_dropped += int(np.count_nonzero(dropped))
-            a[dropped] = 0
-            # Every row of [X_s, a] and [Y_s, a] has squared norm 2 a^2.
-            bound = 2 * float(a @ a)
+            w[dropped] = 0
+            bound = float(w.sum())  # every entry of the block's sums is at most sum(w)
         else:
-            sqx, sqy = self._raw_square_sums(X, "X"), self._raw_square_sums(Y, "Y")
-            self.x_sqnorm += float((a * a) @ sqx)
-            bound = max(float((a * a) @ sqx), float((a * a) @ sqy)) + float(a @ a)
-            x_scale = y_scale = np.ones(n)
+            sqx = self._raw_square_sums(X, "X", offset)
+            sqy = self._raw_square_sums(Y, "Y", offset)
+            self.x_sqnorm += float(w @ sqx)
+            bound = max(float(w @ sqx), float(w @ sqy)) + float(w.sum())
+            ux = uy = np.ones(n)
             x_units = y_units = None
-        self.weight_sum += float(a @ a)
+        self.weight_sum += float(w.sum())
         self._check_range(bound)
-        xs = self._fill(self.x_buf, X, a, x_scale, x_units)
-        ys = self._fill(self.y_buf, Y, a, y_scale, y_units)
-        self._update(xs, ys)
+        weighted_gram = self.gram and (self.normalize or not np.all(w == 1))
+        if weighted_gram or x_units is not None or not X.flags.c_contiguous:
+            a = np.sqrt(w)
+            xs = self._fill(self._x_block(n), X, a * ux, x_units, a)
+            ys = self._fill(self.y_buf[:n, :-1], Y, a * uy, y_units, a)
+            self.y_buf[:n, -1] = a
+            y_weights = a
+        else:  # X in place: every row factor moves to Y's side
+            xs, p = X, w * ux
+            ys = self._fill(self.y_buf[:n, :-1], Y, p * uy, y_units, p)
+            self.y_buf[:n, -1] = p
+            with np.errstate(divide="ignore"):
+                y_weights = np.where(p > 0, 1.0 / ux, 0.0)  # |x|: rows of Y_s are w y~ / |x|
+        self._update(xs, self.y_buf[:n])
+        self.y_sum += y_weights.astype(self.dtype) @ ys
 
-    def _fill(self, buf, A, a, scale, units):
-        """``[a * scale * A, a]`` in the buffer; distrusted rows from their exact units."""
-        out = buf[: len(A)]
-        np.multiply(A, (a * scale).astype(self.dtype)[:, None], out=out[:, :-1])
+    def _x_block(self, n):
+        if self.x_buf is None:
+            self.x_buf = np.empty((self.block_rows, self.d_q), dtype=self.dtype)
+        return self.x_buf[:n]
+
+    def _fill(self, out, A, scale, units, unit_scale):
+        """``scale * A`` into ``out``; distrusted rows from their exact units instead."""
+        np.multiply(A, scale.astype(self.dtype)[:, None], out=out)
         if units is not None:
             rows, unit_rows = units
-            out[rows, :-1] = unit_rows * a[rows, None]
-        out[:, -1] = a
+            out[rows] = unit_rows * unit_scale[rows, None]
         return out
 
     def _unit_scales(self, A, name):
         """Per-row 1/norm (0 for a zero row), and exact unit rows where squares can't be trusted."""
-        sq, suspect = _square_sums(A)
+        sq, rows = _square_sums(A)
         with np.errstate(divide="ignore"):
             scale = 1.0 / np.sqrt(sq, dtype=np.float64)
-        rows = np.flatnonzero(suspect)
         if not rows.size:
             return scale, None
         _check_finite(A[rows], name)
@@ -228,18 +356,18 @@ class _Accumulator:
         scale[rows] = np.where(zero, 0.0, 1.0)  # nonzero rows are replaced by their units
         return scale, (rows, units)
 
-    def _raw_square_sums(self, A, name):
+    def _raw_square_sums(self, A, name, offset):
         """Squared row norms (float64); the rows must be finite and their squares representable."""
-        sq, suspect = _square_sums(A)
-        rows = np.flatnonzero(suspect)
+        sq, rows = _square_sums(A)
         if rows.size:
             _check_finite(A[rows], name)
             norms = _rescaled_rows(A[rows])[0]
             big = ~(norms <= np.sqrt(np.finfo(self.dtype).max))
             if big.any():
                 raise ValueError(
-                    f"{name} has values too large for unnormalised fitting: row {rows[big][0]} "
-                    f"has norm {norms[big][0]:.3g}, whose square overflows {self.dtype.name} "
+                    f"{name} has values too large for unnormalised fitting: row "
+                    f"{offset + rows[big][0]} has norm {norms[big][0]:.3g}, whose square "
+                    f"overflows {self.dtype.name} "
                     f"(max {np.finfo(self.dtype).max:.3g}). Normalise the rows "
                     "(normalize_input=True) or rescale the data."
                 )
@@ -280,20 +408,27 @@ class _Accumulator:
 
     def result(self):
         self._flush()
-        d_q, d_d = self.d_q, self.d_d
+        d_d = self.d_d
         xtx = None
         if self.gram:
-            upper = np.triu(self.xtx[:d_q, :d_q])
-            xtx = upper + np.triu(upper, 1).T
+            _symmetrize_upper(self.xtx)
+            xtx = self.xtx.T  # symmetric: the transpose of the Fortran array is C-ordered
         return PairStatistics(
             weight_sum=self.weight_sum,
-            x_sum=self.xty[:d_q, d_d].copy(),
-            y_sum=self.xty[d_q, :d_d].copy(),
+            x_sum=self.xty[:, d_d].copy(),
+            y_sum=self.y_sum,
             x_sqnorm=self.weight_sum if self.normalize else self.x_sqnorm,
-            xty=np.ascontiguousarray(self.xty[:d_q, :d_d]),
+            xty=np.ascontiguousarray(self.xty[:, :d_d]),
             xtx=xtx,
             n_dropped=self.n_dropped,
         )
+
+
+def _symmetrize_upper(A):
+    """Copy the upper triangle of square ``A`` onto its lower one, in place, row by row
+    (d small copies, no d x d temporary)."""
+    for k in range(1, len(A)):
+        A[k, :k] = A[:k, k]
 
 
 def _check_finite(rows, name):

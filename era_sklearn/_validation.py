@@ -57,10 +57,10 @@ def row_norms(A):
     norm itself exceeds float64's range; NaN for a row with NaN or inf).
     """
     A = _as_float(A)
-    sq, suspect = _square_sums(A)
+    sq, rows = _square_sums(A)
     norms = np.sqrt(sq, dtype=np.float64)
-    if suspect.any():
-        norms[suspect] = _rescaled_rows(A[suspect])[0]
+    if rows.size:
+        norms[rows] = _rescaled_rows(A[rows])[0]
     return norms
 
 
@@ -74,10 +74,9 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     small to square in ``A``'s dtype (e.g. float32 values near 1e20 or
     subnormal) are normalised exactly, like any other row.
     """
-    sq, suspect = _square_sums(A)
+    sq, rows = _square_sums(A)
     norms = np.sqrt(sq)
-    norms[suspect] = 1  # replaced below by the rescaled rows
-    rows = np.flatnonzero(suspect)
+    norms[rows] = 1  # replaced below by the rescaled rows
     _, units, zero = _rescaled_rows(A[rows])
     zero = rows[zero]
     if zero.size and zero_rows == "raise":
@@ -112,11 +111,15 @@ def _square_sums(A):
 
     A sum is trusted when it lies in ``[tiny / eps, max]``: above, it
     overflowed (or the row holds NaN/inf); below, squares of the row's largest
-    entries were subnormal or zero and lost precision.
+    entries were subnormal or zero and lost precision. Returns the indices
+    of the distrusted rows (usually none: two reductions tell).
     """
     sq = np.einsum("ij,ij->i", A, A)
     info = np.finfo(A.dtype)
-    return sq, ~((sq >= info.tiny / info.eps) & (sq <= info.max))
+    low = info.tiny / info.eps
+    if not sq.size or (sq.min() >= low and sq.max() <= info.max):  # False for NaN
+        return sq, np.empty(0, dtype=np.intp)
+    return sq, np.flatnonzero(~((sq >= low) & (sq <= info.max)))
 
 
 def _rescaled_rows(B):

@@ -1,16 +1,18 @@
 """Stage-1 statistics: the blocked pass, overflow-safe norms, Dask and the document reservoir."""
 
+import doctest
 import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from era_sklearn import ERAAdapter
 from era_sklearn.align import Procrustes
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import Reservoir
-from era_sklearn._statistics import PairStatistics
+from era_sklearn._statistics import PairStatistics, working_bytes
 from era_sklearn._validation import l2_normalize, row_norms
 
 
@@ -89,17 +91,35 @@ def test_zero_rows_are_left_out_and_counted():
     [(np.float32, 1e20), (np.float32, 1e35), (np.float32, 1e-30), (np.float64, 1e300),
      (np.float64, 1e-300), (np.float64, 1e-310)],
 )
-def test_normalised_statistics_ignore_the_scale_of_rows(dtype, factor):
+@pytest.mark.parametrize("gram", [False, True])
+def test_normalised_statistics_ignore_the_scale_of_rows(dtype, factor, gram):
     """Squares of 1e20 overflow float32; of 1e-30 underflow; 1e-310 is subnormal itself."""
     X, Y = _pairs(dtype=dtype)
-    plain = PairStatistics.from_arrays(X, Y, normalize=True)
+    plain = PairStatistics.from_arrays(X, Y, gram=gram, normalize=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow/underflow RuntimeWarning either
-        scaled = PairStatistics.from_arrays(X * dtype(factor), Y * dtype(factor), normalize=True)
+        scaled = PairStatistics.from_arrays(X * dtype(factor), Y * dtype(factor), gram=gram,
+                                            normalize=True)
     # Subnormal inputs carry fewer significant bits themselves.
     rtol = 1e-12 if dtype == np.float64 and factor > 1e-308 else 1e-9 if dtype == np.float64 \
         else 2e-6
     _assert_stats_close(scaled, vars(plain), rtol)
+
+
+@pytest.mark.parametrize("gram", [False, True])
+def test_a_few_extreme_rows_among_ordinary_ones(gram):
+    """Blocks with and without rows that need rescaling, X contiguous or a column slice."""
+    X, Y = _pairs(n=1000)
+    factors = np.ones(len(X), dtype=np.float32)
+    factors[[5, 400]], factors[[6, 990]] = 1e25, 1e-40  # huge; subnormal
+    Xe, Ye = X * factors[:, None], Y * factors[::-1, None]
+    wide = np.hstack([Xe, Ye])  # X as a column slice: not C-contiguous
+    expected = _reference(Xe, Ye, None, normalize=True)  # float64 squares neither overflow
+    if not gram:
+        del expected["xtx"]
+    for Xin in (Xe, wide[:, : X.shape[1]]):
+        stats = PairStatistics.from_arrays(Xin, Ye, gram=gram, normalize=True, block_rows=128)
+        _assert_stats_close(stats, expected, 2e-6)
 
 
 @pytest.mark.parametrize("dtype, factor", [(np.float32, 1e20), (np.float64, 1e160)])
@@ -130,6 +150,39 @@ def test_float32_stays_float32_in_the_blocks_and_sums_are_float64():
     np.testing.assert_array_equal(stats.xty, same.xty)
 
 
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_memory_is_one_block_and_the_sums(gram, normalize, n_threads):
+    """No copy of X or Y: the peak is the block buffers and the sums, whatever n is."""
+    X = np.random.default_rng(0).standard_normal((40_000, 96), dtype=np.float32)
+    Y = X[:, :40] + 1
+    w = np.ones(len(X))
+    bound = working_bytes(96, 40, np.float32, gram=gram, block_rows=500, n_threads=n_threads)
+    # Many tiny GEMMs on a multi-threaded BLAS crawl on a busy machine: one thread.
+    with threadpool_limits(limits=1, user_api="blas"):
+        tracemalloc.start()
+        PairStatistics.from_arrays(X, Y, w, gram=gram, normalize=normalize, block_rows=500,
+                                   n_threads=n_threads)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak <= bound < X.nbytes / 10
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_threads_change_nothing_but_rounding(normalize):
+    X, Y = _pairs(n=3000)
+    w = np.random.default_rng(5).uniform(0, 2, len(X))
+    one = PairStatistics.from_arrays(X, Y, w, normalize=normalize, block_rows=128, n_threads=1)
+    three = PairStatistics.from_arrays(X, Y, w, normalize=normalize, block_rows=128,
+                                       n_threads=3)
+    _assert_stats_close(three, vars(one), 1e-6)
+    again = PairStatistics.from_arrays(X, Y, w, normalize=normalize, block_rows=128,
+                                       n_threads=3)
+    for name, value in vars(three).items():  # bit for bit: each thread's blocks are fixed
+        np.testing.assert_array_equal(getattr(again, name), value)
+
+
 def test_bad_shapes_and_weights_fail_clearly():
     X, Y = _pairs()
     with pytest.raises(ValueError, match="same number of rows"):
@@ -140,6 +193,8 @@ def test_bad_shapes_and_weights_fail_clearly():
         PairStatistics.from_arrays(X, Y, -np.ones(len(X)))
     with pytest.raises(ValueError, match="block_rows"):
         PairStatistics.from_arrays(X, Y, block_rows=0)
+    with pytest.raises(ValueError, match="n_threads"):
+        PairStatistics.from_arrays(X, Y, n_threads=0)
 
 
 # -- overflow-safe row norms ----------------------------------------------------
@@ -336,6 +391,13 @@ def test_reservoir_skips_zero_rows_and_zero_weights_and_normalises():
     kept = Reservoir(capacity=1000, random_state=0, normalize=True).add(rows, weights).sample()
     assert len(kept) == 25  # rows 3, 7, 11, ...: odd positions with non-zero weight
     np.testing.assert_allclose(kept, np.tile([[1, 2]] / np.sqrt(5), (25, 1)))
+
+
+def test_reservoir_docstring_example_runs():
+    import era_sklearn._reservoir as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("capacity", [0, -1, 2.5, True])
