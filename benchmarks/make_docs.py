@@ -35,10 +35,12 @@ TITLES = {
     "index": "HNSW index against exact search",
     "torch_speed": "Torch training loop overhead",
     "streaming": "Streaming stage 1 (partial_fit_align)",
+    "stage2": "Stage 2 (softmax default): stability and speed",
+    "paper_parity": "paper_recipe() against the official ERA code",
 }
 
 #: Order of the sections: quality first, then these, then anything else.
-ORDER = ["speed", "streaming", "torch_speed", "index"]
+ORDER = ["stage2", "paper_parity", "speed", "streaming", "torch_speed", "index"]
 
 _COMMAND_LINE = re.compile(r"^\s*(Command|Run with|Usage)\s*:.*$", re.IGNORECASE)
 
