@@ -30,6 +30,7 @@ from ._validation import (
     FLOAT_DTYPES,
     as_target_matrix,
     check_sample_weight_and_groups,
+    check_squares_representable,
     l2_normalize,
 )
 from .adapt import ADAPT_SOLVERS, Contrastive, Ridge, Softmax
@@ -550,6 +551,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             )
         X, Y, sample_weight = X[keep], Y[keep], sample_weight[keep]
         groups = None if groups is None else groups[keep]
+        if not self.normalize_input:
+            check_squares_representable(X, "X")
         X = self._normalize_X(X, Y.shape[1])
         Y = self._normalize_rows(Y, "Y")
         qids = query_ids(X, groups)
@@ -569,7 +572,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         intercept = np.zeros(d_d) if b_align is None else np.asarray(b_align, dtype=np.float64)
         return Stage2Problem(
             X=X, Y=Y, weights=weights, grades=sample_weight, qids=qids,
-            candidates=candidates, targets=match_targets(Y, candidates),
+            # Unit rows first: match_targets works in float32, where huge float64 rows overflow.
+            candidates=candidates, targets=match_targets(
+                l2_normalize(Y, zero_rows="ignore"), l2_normalize(candidates, zero_rows="ignore")),
             bases=_prior_bases(W_align, d_in, d_d, self.hybrid),
             blends=self._blend_candidates(W_align is not None),
             default_blend=DEFAULT_BLEND if self.hybrid else 1.0, intercept=intercept,

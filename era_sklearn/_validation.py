@@ -101,6 +101,30 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     return out
 
 
+def check_squares_representable(A, name):
+    """Refuse non-zero rows whose squared norm over- or underflows ``A``'s dtype.
+
+    Fitting without row normalisation (``normalize_input=False``) needs them:
+    a map for rows near 1e-41 in float32 needs weights near 1e41, and its
+    gradients overflow. All-zero rows are the caller's to handle.
+    """
+    sq, suspect = _square_sums(A)
+    rows = np.flatnonzero(suspect)
+    if not rows.size:
+        return
+    norms = _rescaled_rows(A[rows])[0]
+    bad = rows[norms > 0]
+    if bad.size:
+        info = np.finfo(A.dtype)
+        raise ValueError(
+            f"{name} has {bad.size} row(s) whose norm is too large or too small to fit without "
+            f"normalisation in {A.dtype.name} (first: row {bad[0]}, norm "
+            f"{norms[norms > 0][0]:.3g}; squared norms must lie in "
+            f"[{info.tiny / info.eps:.3g}, {info.max:.3g}]). Set normalize_input=True or "
+            "rescale the rows."
+        )
+
+
 def _as_float(A):
     A = np.asarray(A)
     return A if A.dtype in FLOAT_DTYPES else A.astype(np.float64)
