@@ -572,9 +572,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         intercept = np.zeros(d_d) if b_align is None else np.asarray(b_align, dtype=np.float64)
         return Stage2Problem(
             X=X, Y=Y, weights=weights, grades=sample_weight, qids=qids,
-            # Unit rows first: match_targets works in float32, where huge float64 rows overflow.
-            candidates=candidates, targets=match_targets(
-                l2_normalize(Y, zero_rows="ignore"), l2_normalize(candidates, zero_rows="ignore")),
+            candidates=candidates, targets=match_targets(Y, candidates),
             bases=_prior_bases(W_align, d_in, d_d, self.hybrid),
             blends=self._blend_candidates(W_align is not None),
             default_blend=DEFAULT_BLEND if self.hybrid else 1.0, intercept=intercept,

@@ -9,9 +9,8 @@ array that could have been sliced is refused with a message naming the fix.
 """
 
 import numpy as np
-from sklearn.preprocessing import normalize
 
-from ._validation import as_float_matrix
+from ._validation import _as_float, as_float_matrix, l2_normalize
 
 #: A training target counts as a corpus document when their cosine is at
 #: least this: the same text embedded by the same encoder gives 1 up to
@@ -82,8 +81,9 @@ def match_targets(Y, candidates, *, min_cosine=TARGET_MIN_COSINE, chunk_size=409
     (another corpus, or one cut by cross-validation) would otherwise be matched
     to nearest rows and score nonsense.
     """
-    C = normalize(np.asarray(candidates, dtype=np.float32))
-    Yn = normalize(np.asarray(Y, dtype=np.float32))
+    # Unit rows before float32: finite float64 rows beyond float32's range stay finite.
+    C = l2_normalize(_as_float(candidates), zero_rows="ignore").astype(np.float32)
+    Yn = l2_normalize(_as_float(Y), zero_rows="ignore").astype(np.float32)
     index = np.empty(len(Yn), dtype=np.intp)
     best = np.empty(len(Yn), dtype=np.float32)
     for start in range(0, len(Yn), chunk_size):
