@@ -515,10 +515,12 @@ def shared_dir():
     Examples
     --------
     >>> import os, tempfile
+    >>> before = os.environ.get("ERA_SHARED_DIR")
     >>> os.environ["ERA_SHARED_DIR"] = d = tempfile.mkdtemp()
     >>> str(shared_dir()) == d
     True
-    >>> del os.environ["ERA_SHARED_DIR"]
+    >>> _ = os.environ.pop("ERA_SHARED_DIR") if before is None else os.environ.update(
+    ...     ERA_SHARED_DIR=before)
     """
     env = os.environ.get(SHARED_DIR_ENV)
     root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
