@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import sys
 import time
@@ -137,11 +138,16 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/local"))
     args = p.parse_args(argv)
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    import os
-
+    log = lambda s: print(s, file=sys.stderr, flush=True)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
-    rows = [run_pair(d, e, args.repeats, log) for d in args.datasets for e in args.doc_encoders]
+    rows = []
+    for d in args.datasets:
+        for e in args.doc_encoders:
+            rows.append(run_pair(d, e, args.repeats, log))
+            write(args, rows, t0, load_start)  # after every pair: a stopped run keeps its rows
+
+
+def write(args, rows, t0, load_start):
     blas = "; ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads by "
                      "default)" for i in threadpool_info() if i["user_api"] == "blas")
     meta = {"command": "python -m benchmarks.stage2 " + " ".join(map(shlex.quote, sys.argv[1:])),
