@@ -108,16 +108,16 @@ def markdown(rows, meta):
     lines = [
         "# Stage 2 (softmax default): stability and speed", "",
         f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}; era-sklearn {meta['version']}; BLAS: {meta['blas']}; "
-        f"wall time {meta['wall_s']:.0f} s.", "",
-        "Data fixed: 1,000 alignment documents (seed 0) and every official training query; "
+        (f"Date: {meta['date']}; era-sklearn {meta['version']}; BLAS: {meta['blas']}; "
+        f"wall time {meta['wall_s']:.0f} s."), "",
+        ("Data fixed: 1,000 alignment documents (seed 0) and every official training query; "
         "nDCG@10 on the official test queries over the whole corpus. Times: `fit_align` + "
         "`fit` with `corpus=` (the choice of `lam` included), median of "
         f"{meta['repeats']} alternating rounds per thread count, on this shared 2-core "
-        f"machine (load average at start {meta['load_start']}, at end {meta['load_end']}).",
+        f"machine (load average at start {meta['load_start']}, at end {meta['load_end']})."),
         "",
-        "| set / index | nDCG@10 rs 0..4 | std (target <= 0.005) | fit 1 thread | "
-        "fit 2 threads | 2 / 1 | contrastive (1 thread) | contrastive / softmax |",
+        ("| set / index | nDCG@10 rs 0..4 | std (target <= 0.005) | fit 1 thread | "
+        "fit 2 threads | 2 / 1 | contrastive (1 thread) | contrastive / softmax |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
