@@ -10,7 +10,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from era_sklearn import Corpus, ERAAdapter
-from era_sklearn.adapt import Contrastive, Ridge as RidgeAdapt
+from era_sklearn.adapt import Contrastive
+from era_sklearn.adapt import Ridge as RidgeAdapt
 from era_sklearn.align import LeastSquares, Procrustes, TorchAlign
 
 

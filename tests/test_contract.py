@@ -6,7 +6,6 @@ fixed behaviour.
 
 import inspect
 import threading
-import warnings
 
 import numpy as np
 import pytest
@@ -168,11 +167,11 @@ def test_gridsearch_never_slices_the_corpus(index):
     # As many documents as pairs: exactly the case scikit-learn would slice.
     if index:
         corpus = ExactIndex().fit(D)
-        seen = lambda: None  # noqa: E731
+        seen = lambda: None
     else:
         _SpyCorpus.seen = []
         corpus = _SpyCorpus(D)
-        seen = lambda: _SpyCorpus.seen  # noqa: E731
+        seen = lambda: _SpyCorpus.seen
     search = GridSearchCV(ERAAdapter(align=aligned, adapt=Ridge()),
                           {"adapt__alpha": [1.0, 1e6]}, cv=3)
     search.fit(Q, D, corpus=corpus)

@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from era_sklearn import ERAAdapter
-from era_sklearn.adapt import Ridge, Softmax
-from era_sklearn.align import LeastSquares, Procrustes
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._statistics import PairStatistics
+from era_sklearn.adapt import Ridge, Softmax
+from era_sklearn.align import LeastSquares, Procrustes
 
 FAST = settings(max_examples=25, deadline=None)
 

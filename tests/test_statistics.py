@@ -9,11 +9,11 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from era_sklearn import ERAAdapter
-from era_sklearn.align import Procrustes
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import Reservoir
 from era_sklearn._statistics import PairStatistics, working_bytes
 from era_sklearn._validation import l2_normalize, row_norms
+from era_sklearn.align import Procrustes
 
 
 def _pairs(n=600, d_q=12, d_d=7, dtype=np.float32, seed=0):

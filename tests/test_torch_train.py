@@ -477,8 +477,8 @@ def test_ndcg_monitor_records_one_minus_ndcg(task):
 
 
 def test_fallback_keeps_the_better_closed_form_map(task):
-    planted = lambda rows: (task["M"], np.zeros(D_OUT))  # noqa: E731
-    useless = lambda rows: (np.zeros((D_IN, D_OUT)), np.ones(D_OUT))  # noqa: E731
+    planted = lambda rows: (task["M"], np.zeros(D_OUT))
+    useless = lambda rows: (np.zeros((D_IN, D_OUT)), np.ones(D_OUT))
     calls = []
     params, history = _adapt(task, fallback=lambda rows: calls.append(rows) or planted(rows),
                              max_epochs=1, lr=1e-4)
