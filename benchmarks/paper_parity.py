@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -107,6 +108,17 @@ def ndcg10(mapped, data):
     return float(ndcg_at_k(normalize(mapped) @ data["corpus"].T, data["test_qrels"], 10))
 
 
+def _commit():
+    """The checkout's commit, with ``+dirty`` when era_sklearn/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "era_sklearn"], capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+
+
 def run_ours(doc_model, seed, negatives, data):
     rng = np.random.default_rng(seed)
     align = rng.choice(len(data["corpus"]), size=N_ALIGN, replace=False)
@@ -126,6 +138,7 @@ def run_ours(doc_model, seed, negatives, data):
         "best_epoch": history["best_epoch"], "stop_reason": history["stop_reason"],
         "n_train_queries": history["n_train_queries"],
         "n_valid_queries": history["n_valid_queries"], "seconds": round(seconds, 1),
+        "commit": _commit(),
     }
 
 
@@ -190,6 +203,14 @@ def _timings(runs):
     return lines
 
 
+def _diagnostics(official):
+    """Extra official-vs-ours checks stored with the official numbers, if any."""
+    notes = official.get("diagnostics", [])
+    if not notes:
+        return []
+    return ["## Diagnostics", "", *[f"- {n}" for n in notes], ""]
+
+
 def write_table(ours):
     official = json.loads(OFFICIAL_JSON.read_text())
     rows, cells = table(ours["runs"], official)
@@ -221,6 +242,7 @@ def write_table(ours):
         "",
         head, sep, *_timings(official["runs"]),
         "",
+        *_diagnostics(official),
         f"Ours: torch {ours['torch']}, {ours['torch_threads']} torch thread, "
         f"{ours['blas']}; official: torch {official['torch']}, "
         f"{official['torch_threads']} torch thread. Machine shared with other jobs: "

@@ -304,6 +304,13 @@ def test_trained_on_cuda_loads_on_cpu(task):
     np.testing.assert_allclose(numpy_forward(params, task["X"]), expected, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_adapt_on_cuda_with_ndcg_monitor(task):
+    params, history = _adapt(task, device="cuda", monitor="ndcg", max_epochs=2)
+    assert all(isinstance(v, np.ndarray) and np.isfinite(v).all() for v in params.values())
+    assert all(0.0 <= e["valid_loss"] <= 1.0 for e in history["epochs"])
+
+
 @pytest.mark.parametrize("nest", [None, "state_dict"])
 def test_load_era_checkpoint(tmp_path, nest):
     g = torch.Generator().manual_seed(0)
