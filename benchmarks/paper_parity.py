@@ -172,8 +172,8 @@ def verdict(ours, official):
     tol = max(TOLERANCE, 2 * se)
     diff = m1 - m2
     return {"ours_mean": m1, "ours_std": s1, "ours_n": n1, "official_mean": m2,
-            "official_std": s2, "official_n": n2, "difference": diff, "tolerance": tol,
-            "parity": bool(abs(diff) <= tol)}
+            "official_std": s2, "official_n": n2, "difference": diff, "standard_error": se,
+            "tolerance": tol, "parity": bool(abs(diff) <= tol)}
 
 
 def table(ours_runs, official):
@@ -188,7 +188,8 @@ def table(ours_runs, official):
             rows.append(
                 f"| {doc_model} | {cell} | {v['ours_mean']:.3f} ± {v['ours_std']:.3f} "
                 f"(n={v['ours_n']}) | {v['official_mean']:.3f} ± {v['official_std']:.3f} "
-                f"(n={v['official_n']}) | {v['difference']:+.3f} | {v['tolerance']:.3f} | "
+                f"(n={v['official_n']}) | {v['difference']:+.3f} | "
+                f"{v['difference'] / v['standard_error']:+.1f} | {v['tolerance']:.3f} | "
                 f"{'parity' if v['parity'] else 'DIFFERS'} |"
             )
     return rows, cells
@@ -230,8 +231,8 @@ def write_table(ours):
         "positive and 5 negatives per query. Parity: |difference| <= max(0.03, 2 standard "
         "errors of the difference).",
         "",
-        "| documents | cell | ours | official | difference | tolerance | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| documents | cell | ours | official | difference | difference / SE | tolerance | verdict |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "## Our runs",
