@@ -442,6 +442,27 @@ def test_negatives_never_include_a_querys_qrels(task, strategy):
     assert any(len(task["positives"][r]) == 2 for r in rows)
 
 
+@pytest.mark.parametrize("strategy, n_negatives", [("topk_percpos", 2), ("random", 8)])
+def test_negatives_exclude_the_querys_other_positives(strategy, n_negatives):
+    # Query q has positives 2q and 2q+1; only its row for 2q is trained on. The
+    # teacher scores 2q+1 at 0.9 x 2q (below the 0.95 cut): the hardest
+    # candidate if it were not excluded, and with 8 of 9 documents drawn at
+    # random it would be drawn too.
+    n_docs, n_queries = 10, 5
+    X = np.full((2 * n_queries, n_docs), 0.05, np.float32)
+    qids, anchors = np.repeat(np.arange(n_queries), 2), np.arange(2 * n_queries)
+    for q in range(n_queries):
+        X[2 * q : 2 * q + 2, 2 * q] += 1.0
+        X[2 * q : 2 * q + 2, 2 * q + 1] += 0.9
+    corpus = np.eye(n_docs, dtype=np.float32)
+    rows = np.arange(0, 2 * n_queries, 2)
+    neg = draw_negatives(rows, X, qids, corpus, anchors, start_W=np.eye(n_docs),
+                         start_b=np.zeros(n_docs), strategy=strategy, n_negatives=n_negatives,
+                         top_k=2000, threshold=0.95, rng=np.random.default_rng(0))
+    for q, row in enumerate(neg):
+        assert not set(row) & {2 * q, 2 * q + 1}
+
+
 def test_random_and_topk_percpos_differ(task):
     rng_args = dict(start_W=task["M"], start_b=np.zeros(D_OUT), n_negatives=5, top_k=2000,
                     threshold=0.95)
