@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -107,6 +108,17 @@ def ndcg10(mapped, data):
     return float(ndcg_at_k(normalize(mapped) @ data["corpus"].T, data["test_qrels"], 10))
 
 
+def _commit():
+    """The checkout's commit, with ``+dirty`` when era_sklearn/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "era_sklearn"], capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("+dirty" if dirty else "")
+
+
 def run_ours(doc_model, seed, negatives, data):
     rng = np.random.default_rng(seed)
     align = rng.choice(len(data["corpus"]), size=N_ALIGN, replace=False)
@@ -126,6 +138,7 @@ def run_ours(doc_model, seed, negatives, data):
         "best_epoch": history["best_epoch"], "stop_reason": history["stop_reason"],
         "n_train_queries": history["n_train_queries"],
         "n_valid_queries": history["n_valid_queries"], "seconds": round(seconds, 1),
+        "commit": _commit(),
     }
 
 
@@ -159,8 +172,8 @@ def verdict(ours, official):
     tol = max(TOLERANCE, 2 * se)
     diff = m1 - m2
     return {"ours_mean": m1, "ours_std": s1, "ours_n": n1, "official_mean": m2,
-            "official_std": s2, "official_n": n2, "difference": diff, "tolerance": tol,
-            "parity": bool(abs(diff) <= tol)}
+            "official_std": s2, "official_n": n2, "difference": diff, "standard_error": se,
+            "tolerance": tol, "parity": bool(abs(diff) <= tol)}
 
 
 def table(ours_runs, official):
@@ -175,7 +188,8 @@ def table(ours_runs, official):
             rows.append(
                 f"| {doc_model} | {cell} | {v['ours_mean']:.3f} ± {v['ours_std']:.3f} "
                 f"(n={v['ours_n']}) | {v['official_mean']:.3f} ± {v['official_std']:.3f} "
-                f"(n={v['official_n']}) | {v['difference']:+.3f} | {v['tolerance']:.3f} | "
+                f"(n={v['official_n']}) | {v['difference']:+.3f} | "
+                f"{v['difference'] / v['standard_error']:+.1f} | {v['tolerance']:.3f} | "
                 f"{'parity' if v['parity'] else 'DIFFERS'} |"
             )
     return rows, cells
@@ -188,6 +202,14 @@ def _timings(runs):
                      f"{r['stage1_ndcg10']:.3f} | {r['final_ndcg10']:.3f} | "
                      f"{r['label_epochs_run']} | {r['best_epoch']} | {r['seconds']:.0f} |")
     return lines
+
+
+def _diagnostics(official):
+    """Extra official-vs-ours checks stored with the official numbers, if any."""
+    notes = official.get("diagnostics", [])
+    if not notes:
+        return []
+    return ["## Diagnostics", "", *[f"- {n}" for n in notes], ""]
 
 
 def write_table(ours):
@@ -209,8 +231,8 @@ def write_table(ours):
         "positive and 5 negatives per query. Parity: |difference| <= max(0.03, 2 standard "
         "errors of the difference).",
         "",
-        "| documents | cell | ours | official | difference | tolerance | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| documents | cell | ours | official | difference | difference / SE | tolerance | verdict |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "## Our runs",
@@ -221,6 +243,7 @@ def write_table(ours):
         "",
         head, sep, *_timings(official["runs"]),
         "",
+        *_diagnostics(official),
         f"Ours: torch {ours['torch']}, {ours['torch_threads']} torch thread, "
         f"{ours['blas']}; official: torch {official['torch']}, "
         f"{official['torch_threads']} torch thread. Machine shared with other jobs: "

@@ -304,6 +304,13 @@ def test_trained_on_cuda_loads_on_cpu(task):
     np.testing.assert_allclose(numpy_forward(params, task["X"]), expected, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_adapt_on_cuda_with_ndcg_monitor(task):
+    params, history = _adapt(task, device="cuda", monitor="ndcg", max_epochs=2)
+    assert all(isinstance(v, np.ndarray) and np.isfinite(v).all() for v in params.values())
+    assert all(0.0 <= e["valid_loss"] <= 1.0 for e in history["epochs"])
+
+
 @pytest.mark.parametrize("nest", [None, "state_dict"])
 def test_load_era_checkpoint(tmp_path, nest):
     g = torch.Generator().manual_seed(0)
@@ -433,6 +440,27 @@ def test_negatives_never_include_a_querys_qrels(task, strategy):
     for r, row in zip(rows, neg):
         assert not set(row) & task["positives"][r]
     assert any(len(task["positives"][r]) == 2 for r in rows)
+
+
+@pytest.mark.parametrize("strategy, n_negatives", [("topk_percpos", 2), ("random", 8)])
+def test_negatives_exclude_the_querys_other_positives(strategy, n_negatives):
+    # Query q has positives 2q and 2q+1; only its row for 2q is trained on. The
+    # teacher scores 2q+1 at 0.9 x 2q (below the 0.95 cut): the hardest
+    # candidate if it were not excluded, and with 8 of 9 documents drawn at
+    # random it would be drawn too.
+    n_docs, n_queries = 10, 5
+    X = np.full((2 * n_queries, n_docs), 0.05, np.float32)
+    qids, anchors = np.repeat(np.arange(n_queries), 2), np.arange(2 * n_queries)
+    for q in range(n_queries):
+        X[2 * q : 2 * q + 2, 2 * q] += 1.0
+        X[2 * q : 2 * q + 2, 2 * q + 1] += 0.9
+    corpus = np.eye(n_docs, dtype=np.float32)
+    rows = np.arange(0, 2 * n_queries, 2)
+    neg = draw_negatives(rows, X, qids, corpus, anchors, start_W=np.eye(n_docs),
+                         start_b=np.zeros(n_docs), strategy=strategy, n_negatives=n_negatives,
+                         top_k=2000, threshold=0.95, rng=np.random.default_rng(0))
+    for q, row in enumerate(neg):
+        assert not set(row) & {2 * q, 2 * q + 1}
 
 
 def test_random_and_topk_percpos_differ(task):
