@@ -15,8 +15,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import normalize
 
-from ._negatives import match_rows, mine_hard_negatives, sample_random_negatives
-from ._queries import unique_rows
+from ._negatives import mine_hard_negatives, sample_random_negatives
 from ._torch_models import build_module, module_to_numpy, numpy_forward, random_linear
 from ._torch_train import (
     _check_xy,
@@ -399,39 +398,3 @@ def train_adapt_torch(
             history["kept_fallback"] = True
             return None, history
     return params, history
-
-
-# -- transitional -------------------------------------------------------------
-# The two functions below keep today's ERAAdapter (which passes itself) working
-# until the lead's solver objects call the pure functions above directly; they
-# only translate its settings and assign its attributes. Delete with
-# ``_torch_params`` once ``_adapter.py`` no longer imports them.
-
-
-def train_align(est, X, Y, W, b):
-    """Today's ``ERAAdapter`` stage 1: torch from the closed-form map."""
-    settings = est._torch_settings("align")
-    return train_align_torch(X, Y, W0=W, b0=b, loss=est.align, init="procrustes",
-                             random_state=est.random_state, device=est.device,
-                             verbose=est.verbose, **settings)
-
-
-def train_adapt(est, X, Y, qids, corpus, start, ridge_without):
-    """Today's ``ERAAdapter`` stage 2; keeps its closed-form map when better."""
-    settings = est._torch_settings("adapt")
-    settings.pop("warm_start")  # already applied: it chose ``start``
-    if corpus is None:
-        corpus = Y[unique_rows(Y)[0]]
-    params, history = train_adapt_torch(
-        X, Y, qids, corpus, match_rows(Y, corpus), start_W=start,
-        start_b=est.intercept_, model=est.model, random_state=est.random_state,
-        device=est.device, verbose=est.verbose,
-        fallback=lambda rows: (ridge_without(rows), est.intercept_),
-        **settings, **est._torch_settings("module"),
-    )
-    est.history_ = history
-    if params is not None:
-        dtype = est.coef_.dtype
-        est.coef_ = params.pop("coef").astype(dtype)
-        est.intercept_ = params.pop("intercept").astype(dtype)
-        est.module_params_ = params or None  # only the MLP branch is left

@@ -250,3 +250,35 @@ def test_zero_query_maps_to_zero_and_hybrid_keeps_the_other_block():
     with pytest.warns(UserWarning, match="query-encoder block"):
         out = hybrid.transform(H)
     np.testing.assert_allclose(out[1], Y[1] / np.linalg.norm(Y[1]), atol=1e-12)
+
+
+# -- the paper's recipe ------------------------------------------------------------------
+def test_paper_recipe_carries_exactly_the_official_settings(monkeypatch):
+    """paper_recipe() hands the torch solvers ERAConfig's settings (PAPER_ALIGN / PAPER_ADAPT),
+    the ones benchmarks/paper_parity.py measured against the official code."""
+    import era_sklearn._torch_fit as torch_fit
+    from era_sklearn import paper_recipe
+
+    seen = {}
+
+    def spy(name, real):
+        def call(*args, **kwargs):
+            seen[name] = kwargs
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(torch_fit, "train_align_torch",
+                        spy("align", torch_fit.train_align_torch))
+    monkeypatch.setattr(torch_fit, "train_adapt_torch",
+                        spy("adapt", torch_fit.train_adapt_torch))
+    X, Y, R = planted(n=200)
+    Q, D = labels(R, n_queries=40)
+    adapter = paper_recipe(adapt__max_epochs=2, align__device="cpu", adapt__device="cpu",
+                           random_state=0)
+    adapter.fit_align(X, Y).fit(Q, D)
+    for key, value in torch_fit.PAPER_ALIGN.items():
+        assert seen["align"][key] == value, key
+    for key, value in torch_fit.PAPER_ADAPT.items():
+        expected = 2 if key == "max_epochs" else value  # the one override above
+        assert seen["adapt"][key] == expected, key
+    assert seen["adapt"]["fallback"] is None and seen["adapt"]["validation_fraction"] == 0.1

@@ -30,16 +30,6 @@ from era_sklearn._torch_train import (
 D_IN, D_OUT = 24, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny tensors gain nothing from threads, and on a loaded 2-core machine
-    # oversubscription made one test 30x slower (0.9 s -> 26 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _normalize(A):
     return A / np.linalg.norm(A, axis=1, keepdims=True)
 
