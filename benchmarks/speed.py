@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import CAPACITY, Reservoir
@@ -106,9 +106,20 @@ def contenders(X, Y, *, parts=False):
                                                                        normalize=True),
             "part_solve_lstsq": lambda: ridge(stats["lstsq"], ALPHA),
             "part_solve_procrustes": lambda: procrustes(stats["procrustes"]),
+            # The same small dense solves with BLAS/LAPACK on one thread: on a
+            # busy machine multi-threaded LAPACK on a 768 x 384 problem can
+            # take seconds.
+            "part_solve_lstsq_1thread": lambda: _one_thread(ridge, stats["lstsq"], ALPHA),
+            "part_solve_procrustes_1thread": lambda: _one_thread(procrustes,
+                                                                 stats["procrustes"]),
             "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),
         })
     return funcs
+
+
+def _one_thread(func, *args):
+    with threadpool_limits(limits=1, user_api="blas"):
+        return func(*args)
 
 
 def best_times(funcs, repeats):
