@@ -161,6 +161,9 @@ def test_memory_is_one_block_and_the_sums(gram, normalize, n_threads):
     bound = working_bytes(96, 40, np.float32, gram=gram, block_rows=500, n_threads=n_threads)
     # Many tiny GEMMs on a multi-threaded BLAS crawl on a busy machine: one thread.
     with threadpool_limits(limits=1, user_api="blas"):
+        # First use of the thread pool and threadpoolctl caches objects once per process.
+        PairStatistics.from_arrays(X[:1000], Y[:1000], w[:1000], gram=gram, normalize=normalize,
+                                   block_rows=500, n_threads=n_threads)
         tracemalloc.start()
         PairStatistics.from_arrays(X, Y, w, gram=gram, normalize=normalize, block_rows=500,
                                    n_threads=n_threads)
