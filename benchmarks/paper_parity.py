@@ -220,16 +220,16 @@ def write_table(ours):
     md = [
         "# Paper recipe vs the official ERA code (SciFact)",
         "",
-        f"Command: `{ours['command']}` (our side); official side: `{official['command']}` "
-        f"on megagonlabs/ERA {official['era_commit'][:7]}.",
+        (f"Command: `{ours['command']}` (our side); official side: `{official['command']}` "
+        f"on megagonlabs/ERA {official['era_commit'][:7]}."),
         "",
-        "nDCG@10 of the 300 SciFact test queries over the whole corpus; queries by "
+        ("nDCG@10 of the 300 SciFact test queries over the whole corpus; queries by "
         "all-mpnet-base-v2, documents by the named model; mean ± standard deviation over "
         "seeds 0, 1, 2. Stage 1: 1,000 random corpus documents, 10% held out, linear layer "
         "from random init, cosine loss, 10 epochs. Stage 2: the 809 training queries, 20% "
         "held out for early stopping on the InfoNCE loss (patience 5), lr 1e-5, one fixed "
         "positive and 5 negatives per query. Parity: |difference| <= max(0.03, 2 standard "
-        "errors of the difference).",
+        "errors of the difference)."),
         "",
         "| documents | cell | ours | official | difference | difference / SE | tolerance | verdict |",
         "|---|---|---|---|---|---|---|---|",
@@ -244,10 +244,10 @@ def write_table(ours):
         head, sep, *_timings(official["runs"]),
         "",
         *_diagnostics(official),
-        f"Ours: torch {ours['torch']}, {ours['torch_threads']} torch thread, "
+        (f"Ours: torch {ours['torch']}, {ours['torch_threads']} torch thread, "
         f"{ours['blas']}; official: torch {official['torch']}, "
         f"{official['torch_threads']} torch thread. Machine shared with other jobs: "
-        "seconds are indicative only.",
+        "seconds are indicative only."),
         "",
     ]
     TABLE_MD.write_text("\n".join(md))

@@ -232,7 +232,7 @@ def test_gridsearch_keeps_stage1_through_a_frozen_aligned_adapter():
 
 
 def test_gridsearch_over_nested_setting_and_over_solver_objects():
-    X, Y, Xl, Yl, groups = aligned_and_labels()
+    X, Y, Xl, Yl, _groups = aligned_and_labels()
     aligned = FrozenEstimator(ERAAdapter(random_state=0).fit_align(X, Y))
     nested = GridSearchCV(
         ERAAdapter(align=aligned, adapt=RidgeAdapt(), random_state=0),

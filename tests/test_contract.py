@@ -54,7 +54,7 @@ def test_bad_nested_value_names_the_parameter_before_any_work(solver, match, mon
 
     monkeypatch.setattr(stage2.Stage2Problem, "__init__",
                         lambda *a, **k: pytest.fail("the problem was built before validation"))
-    X, Y, R = planted()
+    _X, _Y, R = planted()
     Q, D = labels(R)
     with pytest.raises(ValueError, match=match):
         ERAAdapter(adapt=solver).fit(Q, D)
@@ -237,7 +237,7 @@ def test_zero_corpus_row_is_a_document_that_cannot_match():
 
 
 def test_zero_query_maps_to_zero_and_hybrid_keeps_the_other_block():
-    X, Y, R = planted()
+    X, Y, _R = planted()
     adapter = ERAAdapter().fit_align(X, Y)
     Q = X[:3].copy()
     Q[1] = 0

@@ -100,7 +100,7 @@ def test_load_beir_keeps_fractional_grades(tmp_path):
         ds = load_beir(folder)
     assert ds.qrels == {"q1": {"d1": 0.5, "d2": 2}}
     assert isinstance(ds.qrels["q1"]["d2"], int)
-    qi, di, grades = qrels_to_pairs(ds.qrels, ["q1"], ["d1", "d2", "d3"])
+    _qi, _di, grades = qrels_to_pairs(ds.qrels, ["q1"], ["d1", "d2", "d3"])
     assert grades.dtype == np.float64 and grades.tolist() == [0.5, 2.0]
 
 

@@ -119,7 +119,7 @@ def test_label_only_prior_is_a_usable_start():
     X, docs, positive, _ = _planted(4, n_queries=150)
     problem = _problem(X, docs, positive)
     W0 = label_only_prior(problem)
-    W, info = fit_softmax(problem, W0, lam=1.0 / problem.n_queries)
+    W, _info = fit_softmax(problem, W0, lam=1.0 / problem.n_queries)
     assert problem.ndcg(W) > problem.ndcg(W0) + 0.1
 
 

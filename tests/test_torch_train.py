@@ -454,8 +454,8 @@ def test_negatives_exclude_the_querys_other_positives(strategy, n_negatives):
 
 
 def test_random_and_topk_percpos_differ(task):
-    rng_args = dict(start_W=task["M"], start_b=np.zeros(D_OUT), n_negatives=5, top_k=2000,
-                    threshold=0.95)
+    rng_args = {"start_W": task["M"], "start_b": np.zeros(D_OUT), "n_negatives": 5, "top_k": 2000,
+                    "threshold": 0.95}
     rows = np.arange(len(task["X"]))
     negs = {s: draw_negatives(rows, task["X"], task["groups"], task["corpus"], task["anchors"],
                               strategy=s, rng=np.random.default_rng(0), **rng_args)
@@ -474,7 +474,7 @@ def test_early_stopping_on_validation_loss_with_patience(task):
     rng = np.random.default_rng(0)
     noisy = dict(task, Y=task["Y"][rng.permutation(len(task["Y"]))],
                  anchors=task["anchors"][rng.permutation(len(task["Y"]))])
-    params, history = _adapt(noisy, lr=0.1, max_epochs=200, batch_size=16, patience=3,
+    _params, history = _adapt(noisy, lr=0.1, max_epochs=200, batch_size=16, patience=3,
                              monitor="loss", start_as_candidate=False)
     epochs = history["epochs"]
     assert history["stop_reason"] == "early_stopping" and len(epochs) < 200
@@ -528,7 +528,7 @@ def test_align_init_random_differs_from_procrustes_init(task):
     W0 = rng.normal(size=(D_IN, D_OUT)).astype(np.float32)
     b0 = rng.normal(size=D_OUT).astype(np.float32)
     kw = {"max_epochs": 0, "random_state": 0}
-    W, b, history = train_align_torch(task["X"], task["Y"], W0=W0, b0=b0, **kw)
+    W, b, _history = train_align_torch(task["X"], task["Y"], W0=W0, b0=b0, **kw)
     np.testing.assert_array_equal(W, W0)
     np.testing.assert_array_equal(b, b0)
     Wr, br, _ = train_align_torch(task["X"], task["Y"], init="random", **kw)
