@@ -152,7 +152,7 @@ def corpus_candidates(Y, corpus, *, queries=None, max_candidates=MAX_CANDIDATES,
         return corpus, doc_idx, np.arange(n_docs)
     positives = np.unique(doc_idx[doc_idx >= 0])
     budget = max(max_candidates - len(positives), 1)
-    n_random = int(round(RANDOM_SHARE * budget)) if queries is not None else budget
+    n_random = round(RANDOM_SHARE * budget) if queries is not None else budget
     taken = np.zeros(n_docs, dtype=bool)
     taken[positives] = True
     hard = _top_ranked(queries, corpus, top_k, taken, budget - n_random)

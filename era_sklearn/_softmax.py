@@ -141,8 +141,14 @@ class SoftmaxProblem:
         """
         doc_idx = np.asarray(doc_idx, dtype=np.intp)
         grades = np.ones(len(doc_idx)) if grades is None else np.asarray(grades, np.float64)
-        queries, first, local = np.unique(np.asarray(qids), return_index=True,
-                                          return_inverse=True)
+        qids = np.asarray(qids)
+        lengths = {"X": len(X), "doc_idx": len(doc_idx), "qids": len(qids), "grades": len(grades)}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"X, doc_idx, qids and grades need one entry per row; got {lengths}.")
+        if doc_idx.size and doc_idx.max() >= len(candidates):
+            raise ValueError(f"doc_idx points past the {len(candidates)} candidates "
+                             f"(largest index {doc_idx.max()}).")
+        queries, first, local = np.unique(qids, return_index=True, return_inverse=True)
         local = local.ravel()
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
@@ -201,9 +207,8 @@ class SoftmaxProblem:
         weight = np.concatenate([np.ones(len(targets)), np.full(size, len(others) / size)])
         column = np.full(len(self.C), -1)
         column[targets] = np.arange(len(targets))
-        rel = self.rel.copy()
-        rel.indices = column[rel.indices]
-        rel = sparse.csr_matrix((rel.data, rel.indices, rel.indptr), shape=(len(rel.indptr) - 1, len(keep)))
+        rel = sparse.csr_matrix((self.rel.data, column[self.rel.indices], self.rel.indptr),
+                                shape=(self.n_queries, len(keep)))
         return replace(self, C=self.C[keep], rel=rel, candidate_weight=weight.astype(self.C.dtype))
 
     def mapped(self, W):
@@ -402,12 +407,12 @@ def fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None, pat
         with ``heldout`` also ``heldout_ndcg`` (per iteration, the start
         first), ``best_iter`` and ``best_ndcg``.
     """
-    W0 = np.asarray(W0, dtype=np.float64)
+    W0 = _check_map(W0, problem, "W0")
     t0 = time.perf_counter()
     if np.isinf(lam):
         return W0.copy(), {"n_iter": 0, "n_eval": 0, "loss": None, "stop": "lam=inf",
                            "seconds": 0.0}
-    start = W0 if start is None else np.asarray(start, dtype=np.float64)
+    start = W0 if start is None else _check_map(start, problem, "start")
     objective = _Objective(problem, W0, lam, precondition)
     tracker = None
     if heldout is not None:
@@ -424,6 +429,17 @@ def fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None, pat
             info["stop"] = f"early stop: no held-out gain in {patience} iterations"
     info["seconds"] = time.perf_counter() - t0
     return objective.W_of(res.x).astype(np.float64), info
+
+
+def _check_map(W, problem, name):
+    """``W`` as float64, checked against the problem's (d_in, d_out) and for finiteness."""
+    W = np.asarray(W, dtype=np.float64)
+    shape = (problem.X.shape[1], problem.C.shape[1])
+    if W.shape != shape:
+        raise ValueError(f"{name} must have shape (d_in, d_out) = {shape}, got {W.shape}.")
+    if not np.isfinite(W).all():
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return W
 
 
 class _Objective:
@@ -609,14 +625,15 @@ def select_and_fit(problem, W0, *, lam="auto", lams=None, max_iter=100, final_ma
     """
     t0 = time.perf_counter()
     n = problem.n_queries
-    W0 = np.asarray(W0, dtype=np.float64)
+    W0 = _check_map(W0, problem, "W0")
+    if lam != "auto":
+        W, info = fit_softmax(problem, W0, lam=float(lam), max_iter=max_iter,
+                              precondition=precondition)
+        return W, float(lam), {"lams": [float(lam)], "final": info, "n_eval": info["n_eval"],
+                               "seconds": time.perf_counter() - t0, "rule": "given"}
     if precondition is True:  # one whitening for every fit: the folds' differ little
         precondition = query_whitening(problem)
     fit_kw = {"max_iter": max_iter, "precondition": precondition}
-    if lam != "auto":
-        W, info = fit_softmax(problem, W0, lam=float(lam), **fit_kw)
-        return W, float(lam), {"lams": [float(lam)], "final": info, "n_eval": info["n_eval"],
-                               "seconds": time.perf_counter() - t0, "rule": "given"}
     rng = np.random.default_rng(random_state)
     folds = _heldout_folds(n, rng, heldout_fraction, min_split_queries, n_folds)
     history = {"n_folds": len(folds), "n_heldout": int(sum(map(len, folds))), "path": []}
@@ -657,7 +674,7 @@ def _heldout_folds(n, rng, fraction, min_split, n_folds):
         return []
     order = rng.permutation(n)
     if n >= min_split:
-        return [np.sort(order[: max(1, int(round(fraction * n)))])]
+        return [np.sort(order[: max(1, round(fraction * n))])]
     return [np.sort(f) for f in np.array_split(order, min(n_folds, n))]
 
 

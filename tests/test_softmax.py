@@ -142,8 +142,21 @@ def test_label_only_prior_is_a_usable_start():
     X, docs, positive, _ = _planted(4, n_queries=150)
     problem = _problem(X, docs, positive)
     W0 = label_only_prior(problem)
-    W, info = fit_softmax(problem, W0, lam=1.0 / problem.n_queries)
+    W, _ = fit_softmax(problem, W0, lam=1.0 / problem.n_queries)
     assert problem.ndcg(W) > problem.ndcg(W0) + 0.1
+
+
+def test_bad_shapes_raise():
+    X, docs, positive, W0 = _planted(10, n_queries=20)
+    with pytest.raises(ValueError, match="one entry per row"):
+        SoftmaxProblem.from_pairs(X, positive[:-1], docs, qids=np.arange(20))
+    with pytest.raises(ValueError, match="past the 120 candidates"):
+        SoftmaxProblem.from_pairs(X, positive + 120, docs, qids=np.arange(20))
+    problem = _problem(X, docs, positive)
+    with pytest.raises(ValueError, match=r"shape \(d_in, d_out\) = \(10, 6\)"):
+        fit_softmax(problem, W0.T, lam=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        select_and_fit(problem, np.full_like(W0, np.nan))
 
 
 def test_target_missing_from_the_corpus_raises():
