@@ -342,8 +342,8 @@ class _HeldOutScorer:
 class _Tracker:
     """Held-out nDCG@10 at L-BFGS iterates; stops once it has not improved for a while."""
 
-    def __init__(self, score, patience, mapped, start_score):
-        self.score, self.patience, self.mapped = score, patience, mapped
+    def __init__(self, score, patience, mapped, start_score, min_iter=0):
+        self.score, self.patience, self.mapped, self.min_iter = score, patience, mapped, min_iter
         self.best_score = start_score
         self.scores, self.best_iter = [start_score], 0
 
@@ -353,12 +353,13 @@ class _Tracker:
         iteration = len(self.scores) - 1  # scores[0] is the start
         if score > self.best_score:
             self.best_score, self.best_iter = score, iteration
-        elif self.patience is not None and iteration - self.best_iter >= self.patience:
+        elif (self.patience is not None and iteration >= self.min_iter
+              and iteration - self.best_iter >= self.patience):
             raise StopIteration
 
 
 def fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None, patience=None,
-                precondition=True):
+                min_iter=0, precondition=True):
     """Minimise the objective with L-BFGS-B from ``start`` (default: the prior).
 
     The map is searched as ``W = W0 + D`` with ``<D, W0>_F = 0``: the cosine
@@ -417,7 +418,8 @@ def fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None, pat
     tracker = None
     if heldout is not None:
         score = heldout if isinstance(heldout, _HeldOutScorer) else _HeldOutScorer(heldout)
-        tracker = _Tracker(score, patience, objective.mapper(score.problem), score(start))
+        tracker = _Tracker(score, patience, objective.mapper(score.problem), score(start),
+                           min_iter)
     res = optimize.minimize(objective, objective.x_of(start), jac=True, method="L-BFGS-B",
                             callback=tracker, options={"maxiter": max_iter})
     info = {"n_iter": int(res.nit), "n_eval": int(res.nfev), "loss": float(res.fun),
@@ -543,6 +545,10 @@ C_START, C_MIN, C_MAX = 4.0, 1.0 / 64, 1024.0
 #: ``C``: along one fit the held-out score jitters by about this much from one
 #: iterate to the next (SciFact and NFCorpus traces).
 MIN_GAIN = 0.002
+
+#: Held-out fits started from the prior run at least this many iterations
+#: before early stopping may end them (see ``min_iter`` in :func:`fit_softmax`).
+COLD_MIN_ITER = 8
 
 #: The chosen ``C`` replaces the prior only when its paired held-out gain
 #: exceeds this many standard errors. One was not enough: with 8 to 128
@@ -705,7 +711,9 @@ class _HeldOutSearch:
         for k, ((train, _), score, start) in enumerate(
                 zip(self.parts, self.scorers, self.maps[warm])):
             W, info = fit_softmax(train, self.W0, lam=C / train.n_queries, start=start,
-                                  heldout=score, patience=self.patience, **self.fit_kw)
+                                  heldout=score, patience=self.patience,
+                                  min_iter=COLD_MIN_ITER if warm == np.inf else 0,
+                                  **self.fit_kw)
             maps.append(W)
             scores.append(score(W, average=False))
             self.n_eval += info["n_eval"] * train.n_queries / self.n * self.cost
