@@ -399,6 +399,11 @@ def fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None, pat
         either way: the selection compares where each fit ended up, as the
         final fit will be (returning the best iterate would flatter weak
         penalties that only look good early on).
+    min_iter : int, default=0
+        No early stop before this many iterations: from the prior, the first
+        L-BFGS steps move the held-out score up and down (NFCorpus hybrid:
+        a fit stopped at iteration 3 scored below the prior, while the same
+        penalty fitted on gains 0.04 nDCG@10 on test).
     precondition : bool or QueryWhitening, default=True
         Optimise in whitened query coordinates (same optimum, fewer
         iterations); a :class:`QueryWhitening` computed once (see
