@@ -63,6 +63,29 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
+def test_solver_objective_is_the_loss_in_whitened_gauge_fixed_coordinates():
+    """The function L-BFGS sees: same loss, exact gradient, W - W0 orthogonal to W0."""
+    from era_sklearn._softmax import _Objective
+
+    rng = np.random.default_rng(1)
+    qids = np.repeat(np.arange(9), 2)
+    X = rng.normal(size=(9, 6))[qids]
+    problem = SoftmaxProblem.from_pairs(X, rng.integers(0, 25, 18), rng.normal(size=(25, 4)),
+                                        qids=qids, intercept=0.1 * rng.normal(size=4),
+                                        temperature=0.3)
+    W0 = rng.normal(size=(6, 4))
+    objective = _Objective(problem, W0, 0.2, True)
+    x = 0.3 * rng.normal(size=W0.size)
+    loss, grad = objective(x)
+    W = objective.W_of(x)
+    assert loss == pytest.approx(softmax_loss_grad(W, problem, 0.2, W0)[0], rel=1e-12)
+    assert abs(np.sum((W - W0) * W0)) < 1e-12
+    np.testing.assert_allclose(objective.W_of(objective.x_of(W)), W, atol=1e-12)
+    step = 1e-6 * np.eye(x.size)
+    numeric = [(objective(x + e)[0] - objective(x - e)[0]) / 2e-6 for e in step]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
 def test_targets_are_the_normalised_grades():
     docs = np.eye(4)
     problem = SoftmaxProblem.from_pairs(np.ones((3, 2)), [0, 1, 1], docs, qids=[5, 5, 5],
@@ -121,6 +144,19 @@ def test_label_only_prior_is_a_usable_start():
     W0 = label_only_prior(problem)
     W, _info = fit_softmax(problem, W0, lam=1.0 / problem.n_queries)
     assert problem.ndcg(W) > problem.ndcg(W0) + 0.1
+
+
+def test_bad_shapes_raise():
+    X, docs, positive, W0 = _planted(10, n_queries=20)
+    with pytest.raises(ValueError, match="one entry per row"):
+        SoftmaxProblem.from_pairs(X, positive[:-1], docs, qids=np.arange(20))
+    with pytest.raises(ValueError, match="past the 120 candidates"):
+        SoftmaxProblem.from_pairs(X, positive + 120, docs, qids=np.arange(20))
+    problem = _problem(X, docs, positive)
+    with pytest.raises(ValueError, match=r"shape \(d_in, d_out\) = \(10, 6\)"):
+        fit_softmax(problem, W0.T, lam=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        select_and_fit(problem, np.full_like(W0, np.nan))
 
 
 def test_target_missing_from_the_corpus_raises():
