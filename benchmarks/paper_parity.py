@@ -112,9 +112,9 @@ def _commit():
     """The checkout's commit, with ``+dirty`` when era_sklearn/ has uncommitted changes."""
     root = Path(__file__).resolve().parents[1]
     git = ["git", "-C", str(root)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
                           text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "era_sklearn"], capture_output=True,
+    dirty = subprocess.run([*git, "status", "--porcelain", "era_sklearn"], capture_output=True, check=False,
                            text=True).stdout.strip()
     return head + ("+dirty" if dirty else "")
 

@@ -37,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import CAPACITY, Reservoir
 from era_sklearn._statistics import PairStatistics, working_bytes
+from era_sklearn.align import LeastSquares, Procrustes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 D_Q, D_D = 768, 384
@@ -104,22 +105,17 @@ def contenders(X, Y, *, parts=False):
             "part_pass_lstsq": lambda: PairStatistics.from_arrays(X, Y, normalize=True),
             "part_pass_procrustes": lambda: PairStatistics.from_arrays(X, Y, gram=False,
                                                                        normalize=True),
-            "part_solve_lstsq": lambda: ridge(stats["lstsq"], ALPHA),
-            "part_solve_procrustes": lambda: procrustes(stats["procrustes"]),
-            # The same small dense solves with BLAS/LAPACK on one thread: on a
-            # busy machine multi-threaded LAPACK on a 768 x 384 problem can
-            # take seconds.
-            "part_solve_lstsq_1thread": lambda: _one_thread(ridge, stats["lstsq"], ALPHA),
-            "part_solve_procrustes_1thread": lambda: _one_thread(procrustes,
-                                                                 stats["procrustes"]),
+            # The solve as fit_align runs it (BLAS on one thread), and the same
+            # LAPACK calls on every BLAS thread: on a busy machine the latter
+            # can take seconds on a 768 x 384 problem.
+            "part_solve_lstsq": lambda: LeastSquares(alpha=ALPHA).solve_statistics(
+                stats["lstsq"]),
+            "part_solve_procrustes": lambda: Procrustes().solve_statistics(stats["procrustes"]),
+            "part_solve_lstsq_all_threads": lambda: ridge(stats["lstsq"], ALPHA),
+            "part_solve_procrustes_all_threads": lambda: procrustes(stats["procrustes"]),
             "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),
         })
     return funcs
-
-
-def _one_thread(func, *args):
-    with threadpool_limits(limits=1, user_api="blas"):
-        return func(*args)
 
 
 def best_times(funcs, repeats):

@@ -19,8 +19,7 @@ def procrustes(stats, *, scale=False):
     least-squares global scale ``trace(W^T X^T Y) / ||X W||^2``, else 1.
     """
     try:
-        # numpy's LAPACK, not scipy's: numpy and scipy ship separate OpenBLAS
-        # builds, and switching right after numpy's GEMMs made scipy's SVD 3x slower.
+        # numpy's LAPACK (gesdd); scipy's gesvd below is the robust fallback.
         U, s, Vt = np.linalg.svd(stats.xty, full_matrices=False)
     except np.linalg.LinAlgError:  # gesdd can fail to converge; gesvd is slower but robust
         U, s, Vt = linalg.svd(stats.xty, full_matrices=False, lapack_driver="gesvd")

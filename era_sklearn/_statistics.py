@@ -14,13 +14,12 @@ float32 fit runs its GEMMs in float32 while the totals are kept in float64.
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import blas
-from threadpoolctl import ThreadpoolController
 
+from ._blas import blas_controller, single_threaded_blas
 from ._validation import _rescaled_rows, _square_sums
 
 #: Bytes of X in the blocks of all threads together: the blocks, their
@@ -115,7 +114,7 @@ class PairStatistics:
             # The row-wise work (norms, scaling) is memory-bound and numpy
             # runs it on one core: threads that each normalise and multiply
             # their own blocks keep both kinds of work on every core.
-            with _single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
+            with single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
                 list(pool.map(run, range(n_threads)))
         results = [acc.result() for acc in accs]
         return sum(results[1:], results[0])
@@ -192,7 +191,7 @@ def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None, n_t
 
 def _n_threads(n_threads):
     if n_threads is None:
-        blas_threads = [lib.num_threads for lib in _blas_controller().lib_controllers]
+        blas_threads = [lib.num_threads for lib in blas_controller().lib_controllers]
         return max(blas_threads, default=1)
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) \
             or n_threads < 1:
@@ -207,37 +206,6 @@ def _block_rows(block_rows, d_q, dtype, n_threads=1):
             or block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}.")
     return int(block_rows)
-
-
-def _blas_controller():
-    return ThreadpoolController().select(user_api="blas")
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limit = None
-
-
-@contextmanager
-def _single_threaded_blas():
-    """BLAS on one thread while any pass runs threads of its own.
-
-    Counted, so that overlapping passes (from threads of the caller) restore
-    the original setting only when the last one ends.
-    """
-    global _blas_users, _blas_limit
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limit = _blas_controller().limit(limits=1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
 
 
 def _check_pairs(X, Y, sample_weight):

@@ -108,7 +108,7 @@ def check_squares_representable(A, name):
     a map for rows near 1e-41 in float32 needs weights near 1e41, and its
     gradients overflow. All-zero rows are the caller's to handle.
     """
-    sq, suspect = _square_sums(A)
+    _, suspect = _square_sums(A)
     rows = np.flatnonzero(suspect)
     if not rows.size:
         return

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._blas import single_threaded_blas
 from ._closed_form import procrustes, ridge
 
 __all__ = ["LeastSquares", "Procrustes", "TorchAlign"]
@@ -38,7 +39,11 @@ class _ClosedFormAlign(BaseEstimator):
     def solve_statistics(self, stats):
         """``(W, b)``, float64, from :class:`~era_sklearn._statistics.PairStatistics`."""
         centred = stats.centered() if self.center else stats
-        W = self._map(centred)
+        # A d x d LAPACK problem (the SVD of a 768 x 384 X^T Y) is too small to
+        # share: on the busy 2-core machine, two OpenBLAS threads took 1.2-3.7 s
+        # where one takes 0.08 s (benchmarks/speed.py, solve_*_1thread).
+        with single_threaded_blas():
+            W = self._map(centred)
         b = stats.y_mean - stats.x_mean @ W if self.center else np.zeros(W.shape[1])
         return W, b
 
