@@ -332,14 +332,19 @@ class Softmax(BaseEstimator):
     lam : float or "auto", default="auto"
         Penalty toward the prior (``inf`` keeps it). ``"auto"``: chosen on
         held-out labelled queries among data-scaled values ``C / n_queries``
-        (a held-out split, or query folds when labels are few), kept only
-        when it beats the prior by one standard error of the per-query gains.
+        (a held-out split, or query folds when labels are few): the strongest
+        penalty within one standard error of the best held-out nDCG@10, kept
+        only when it beats the prior by two standard errors of the per-query
+        gains (else the stage-1 map is kept, ``penalty_ = inf``).
     lams : array-like of float or None, default=None
         Candidate penalties for ``lam="auto"``; None searches ``C`` adaptively.
     temperature : float, default=0.05
         Softmax temperature over cosine scores.
     max_iter : int, default=100
-        L-BFGS iterations per fit.
+        Most L-BFGS iterations of each held-out fit (they stop early on
+        held-out nDCG@10), and of the single fit when ``lam`` is a number.
+        After the search, the fit on every query starts from the held-out
+        maps at the chosen penalty and runs 6 iterations.
     max_candidates : int, default=20000
         A larger corpus is reduced to every positive, the documents the prior
         ranks highest for the labelled queries, and a fixed random sample,
