@@ -753,7 +753,7 @@ def _read_metadata(file):
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{file} is not valid JSON: {e!r}") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{file} must hold a JSON object, got {type(meta).__name__}.")
+        raise ValueError(f"{file} must hold a JSON object, got {type(meta).__name__}.")  # noqa: TRY004 (bad file content, not a bad argument type)
     version = meta.get("format_version")
     if not (_is_int(version) and version >= 1):
         raise ValueError(f"{file}: format_version must be a positive int, got {version!r}.")

@@ -160,7 +160,7 @@ def _read_jsonl(path):
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {lineno} is not valid JSON: {e}") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path} line {lineno} is not a JSON object.")
+                raise ValueError(f"{path} line {lineno} is not a JSON object.")  # noqa: TRY004 (bad file content)
             yield lineno, row
 
 

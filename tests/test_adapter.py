@@ -261,7 +261,8 @@ def test_partial_fit_align_equals_fit_align_and_solves_once(monkeypatch):
         solves = []
         original = type(align).solve_statistics
         monkeypatch.setattr(type(align), "solve_statistics",
-                            lambda self, s, original=original: solves.append(1) or original(self, s))
+                            lambda self, s, original=original, solves=solves: (solves.append(1)
+                                                                        or original(self, s)))
         full = ERAAdapter(align=align).fit_align(X, Y)
         streamed = ERAAdapter(align=align)
         for start in range(0, len(X), 100):

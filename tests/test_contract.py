@@ -6,6 +6,7 @@ fixed behaviour.
 
 import inspect
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_raw_corpus_as_long_as_x_is_refused():
 class _SpyCorpus(Corpus):
     """A Corpus that records how many documents each fit saw."""
 
-    seen = []
+    seen: ClassVar[list] = []
 
     @property
     def embeddings(self):
@@ -193,11 +194,11 @@ def test_lazy_streaming_solve_is_thread_safe():
         outputs, errors = [], []
         barrier = threading.Barrier(4)
 
-        def read():
+        def read(adapter=adapter, barrier=barrier, outputs=outputs, errors=errors):
             try:
                 barrier.wait()
                 outputs.append(adapter.transform(X[:20]))
-            except Exception as exc:  # collected, then asserted empty
+            except Exception as exc:  # noqa: BLE001 (collected, then asserted empty)
                 errors.append(exc)
 
         threads = [threading.Thread(target=read) for _ in range(4)]
