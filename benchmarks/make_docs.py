@@ -130,6 +130,9 @@ def build(results=RESULTS, docs=DOCS):
         img.mkdir(parents=True, exist_ok=True)
         for png in pngs:
             shutil.copyfile(png, img / png.name)
+    # docs/img holds copies only: a plot whose results file is gone goes too.
+    for stale in set(img.glob("*.png")) - {img / p.name for p in pngs}:
+        stale.unlink()
     stems = {p.stem for p in results.glob("*.md")} | {p.stem for p in results.glob("*.json")}
     parts = [
         "# Results",
