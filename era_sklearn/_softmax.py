@@ -487,10 +487,15 @@ class _Objective:
         fits of a held-out search reuse each fold's.
         """
         key = (id(self.W0), id(self.whitening))
-        if key not in problem.cache:
+        entry = problem.cache.get(key)
+        # The entry keeps W0 and the whitening alive, so their ids cannot be
+        # reused by other arrays while it exists; the identity check is a guard.
+        if entry is None or entry[0] is not self.W0 or entry[1] is not self.whitening:
             X = problem.X
-            problem.cache[key] = tuple(X @ M.astype(X.dtype) for M in (self.W0, self.A, self.unit))
-        XW0, XA, Xu = problem.cache[key]
+            entry = (self.W0, self.whitening,
+                     tuple(X @ M.astype(X.dtype) for M in (self.W0, self.A, self.unit)))
+            problem.cache[key] = entry
+        XW0, XA, Xu = entry[2]
 
         def mapped(x):
             V = x.reshape(self.shape).astype(self.dt)
@@ -526,6 +531,8 @@ class _Objective:
         grad -= np.einsum("ij,ij->", grad_Z, self.Xu, dtype=np.float64).astype(self.dt) * self.Au
         grad += self.dt.type(2.0 * self.lam) * (A2V - c * self.Au)
         return loss, grad.astype(np.float64).ravel()
+
+
 class _BlasThreads:
     """L-BFGS's own vector work on one BLAS thread, the loss's GEMMs on the caller's.
 

@@ -229,3 +229,15 @@ def test_float32_problem_stays_float32_and_finite():
         warnings.simplefilter("error")  # no overflow in exp at a small temperature
         loss, grad = softmax_loss_grad(W0 * 100, problem, 0.0, W0)
     assert np.isfinite(loss) and grad.dtype == np.float64
+
+
+def test_fits_with_different_priors_on_one_problem_do_not_share_products():
+    """The per-problem product cache must never serve one prior's products to another."""
+    X, docs, positive, W0 = _planted(10, n_queries=60)
+    problem = _problem(X, docs, positive)
+    other = W0 + 0.5 * np.random.default_rng(3).normal(size=W0.shape)
+    first = fit_softmax(problem, W0 + 0.0, lam=0.5, max_iter=5)[0]
+    shared = fit_softmax(problem, other + 0.0, lam=0.5, max_iter=5)[0]
+    fresh = fit_softmax(_problem(X, docs, positive), other, lam=0.5, max_iter=5)[0]
+    np.testing.assert_allclose(shared, fresh, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(first, shared)
