@@ -8,9 +8,10 @@ by other work slows all of them alike. Contenders per size ``n``:
 * ``floor lstsq``: ``X.T @ X`` plus ``X.T @ Y`` (numpy): the O(n) work any
   least-squares stage 1 needs, on raw (unnormalised) inputs;
 * ``floor procrustes``: ``X.T @ Y`` alone (Procrustes needs no Gram matrix);
-* ``lstsq`` and ``procrustes``: :func:`fit_align` below, which normalises
-  every row, builds the statistics, solves and keeps the document sample.
-  Targets: within 1.1x of their floor.
+* ``lstsq`` and ``procrustes``: ``ERAAdapter(align=...).fit_align(X, Y)``
+  (:func:`fit_align` below), which checks and normalises every row, builds
+  the statistics, solves and keeps the document sample. Targets: within
+  1.1x of their floor.
 
 Memory: each case runs once more in a fresh subprocess, which creates the
 inputs, resets the kernel's high-water mark (``/proc/self/clear_refs``) and
@@ -39,6 +40,7 @@ import numpy as np
 import scipy
 from threadpoolctl import threadpool_info
 
+from era_sklearn import ERAAdapter
 from era_sklearn._closed_form import procrustes, ridge
 from era_sklearn._reservoir import CAPACITY, Reservoir
 from era_sklearn._statistics import PairStatistics, working_bytes
@@ -53,22 +55,10 @@ MEMORY_SLACK_MB = 100
 
 
 def fit_align(align, X, Y):
-    """Closed-form stage 1 as ``ERAAdapter(align=align).fit_align(X, Y)`` runs it.
-
-    SWITCH HERE once ``ERAAdapter.fit_align`` builds its statistics with
-    ``PairStatistics.from_arrays(..., normalize=True)``: replace the body by
-
-        from era_sklearn import ERAAdapter
-        return ERAAdapter(align=align).fit_align(X, Y)
-
-    Until then this runs the same work through the functions the estimator
-    calls: the blocked statistics pass (normalisation inside), the solve,
-    and the bounded sample of documents (``align_docs_``).
-    """
-    stats = PairStatistics.from_arrays(X, Y, gram=align == "lstsq", normalize=True)
-    docs = Reservoir(random_state=0, normalize=True).add(Y).sample()
-    W = ridge(stats, ALPHA) if align == "lstsq" else procrustes(stats)[0]
-    return W.astype(X.dtype), docs
+    """``ERAAdapter(align=align).fit_align(X, Y)``: its stage-1 map and ``align_docs_``."""
+    solver = LeastSquares(alpha=ALPHA) if align == "lstsq" else Procrustes()
+    adapter = ERAAdapter(align=solver).fit_align(X, Y)
+    return adapter.align_coef_, adapter.align_docs_
 
 
 def make_arrays(n, seed=0):
@@ -265,8 +255,7 @@ def main(argv=None):
         "blas": [{k: b[k] for k in ("internal_api", "version", "num_threads", "filepath")}
                  for b in threadpool_info() if b["user_api"] == "blas"],
         "dtype": "float32", "d_q": D_Q, "d_d": D_D, "alpha": ALPHA,
-        "fit_align": "PairStatistics.from_arrays(normalize=True) + solve + Reservoir "
-                     "(benchmarks.speed.fit_align)",
+        "fit_align": "ERAAdapter(align=LeastSquares(alpha=0.1) or Procrustes()).fit_align(X, Y)",
         "load_before": os.getloadavg()[0],
     }
     command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(

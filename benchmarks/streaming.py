@@ -12,9 +12,8 @@ that peak RSS belongs to it alone:
 - ``accuracy``: on the first 1e5 pairs, the streamed map against in-memory
   ``fit_align`` (max abs difference of ``coef_``).
 
-The estimator is reached through :class:`Stream` and
-:func:`benchmarks.speed.fit_align` (see there for the one place to switch
-to ``ERAAdapter`` once its rewrite lands).
+Both sides run the estimator: :class:`Stream` (``partial_fit_align``) and
+:func:`benchmarks.speed.fit_align` (``fit_align``).
 
 Run ``python -m benchmarks.streaming`` (``--n-rows`` for a quick try); it
 prints a markdown table and writes ``benchmarks/results/streaming.{json,md}``.
@@ -51,44 +50,22 @@ def _peak_rss_gb():
 
 
 class Stream:
-    """``ERAAdapter(align=align).partial_fit_align`` chunk by chunk, then ``coef_``.
-
-    SWITCH HERE once ``ERAAdapter.partial_fit_align`` builds its statistics
-    with ``PairStatistics.from_arrays(..., normalize=True)``::
-
-        def __init__(self, align):
-            self.est = ERAAdapter(align=align)
-        def partial_fit_align(self, X, Y):
-            self.est.partial_fit_align(X, Y)
-        def coef(self):
-            return self.est.coef_
-
-    Until then the same work through the functions the estimator calls:
-    statistics of each chunk added up, the document sample fed chunk by
-    chunk, one solve at the end.
-    """
+    """``ERAAdapter(align=...).partial_fit_align`` chunk by chunk, then ``align_coef_``."""
 
     def __init__(self, align):
-        from era_sklearn._reservoir import Reservoir
-
-        self.align, self.stats = align, None
-        self.docs = Reservoir(random_state=0, normalize=True)
-
-    def partial_fit_align(self, X, Y):
-        from era_sklearn._statistics import PairStatistics
-
-        part = PairStatistics.from_arrays(X, Y, gram=self.align == "lstsq", normalize=True)
-        self.stats = part if self.stats is None else self.stats + part
-        self.docs.add(Y)
-
-    def coef(self):
-        from era_sklearn._closed_form import procrustes, ridge
+        from era_sklearn import ERAAdapter
+        from era_sklearn.align import LeastSquares, Procrustes
 
         from .speed import ALPHA
 
-        if self.align == "lstsq":
-            return ridge(self.stats, ALPHA).astype(np.float32)
-        return procrustes(self.stats)[0].astype(np.float32)
+        solver = LeastSquares(alpha=ALPHA) if align == "lstsq" else Procrustes()
+        self.est = ERAAdapter(align=solver)
+
+    def partial_fit_align(self, X, Y):
+        self.est.partial_fit_align(X, Y)
+
+    def coef(self):
+        return self.est.align_coef_  # the map is solved here, once
 
 
 def run_stream(align, n_rows):

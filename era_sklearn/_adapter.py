@@ -295,8 +295,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             W, b = solver.solve_statistics(stats)
             self._set_align(W.astype(self._dtype), b, docs, history=None)
             return self
-        X = self._check_X(X, reset=True, min_samples=2)
-        Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
+        finite = not self._pass_checks_finite(solver)
+        X = self._check_X(X, reset=True, min_samples=2, finite=finite)
+        Y = as_target_matrix(y, X.shape[0], dtype=X.dtype, finite=finite)
         self._check_hybrid_layout(X, Y)
         if self.hybrid:
             _check_tail_is_y(X, Y)
@@ -350,8 +351,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                     "statistics are not kept: partial_fit_align cannot continue it. Stream into "
                     "a new ERAAdapter (or call fit_align on all the data)."
                 )
-            X = self._check_X(X, reset=first_call, min_samples=1)
-            Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
+            finite = not self._pass_checks_finite(solver)
+            X = self._check_X(X, reset=first_call, min_samples=1, finite=finite)
+            Y = as_target_matrix(y, X.shape[0], dtype=X.dtype, finite=finite)
             self._check_hybrid_layout(X, Y)
             if not first_call and Y.shape[1] != stream["d_d"]:
                 raise ValueError(
@@ -391,6 +393,16 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 f"{type(solver).__name__} trains with torch on the data itself."
             )
         return solver
+
+    def _pass_checks_finite(self, solver):
+        """Whether the statistics pass sees every input value before anything else does.
+
+        It finds NaN/inf rows from their sums of squares as it reads them and
+        raises scikit-learn's error, so a separate finiteness pass over X and
+        Y (a full read of both) is skipped. Not for hybrid input (the pass
+        reads only the query block) nor torch (which trains on the arrays).
+        """
+        return solver.streams and not self.hybrid
 
     def _statistics(self, solver, Xq, Y, w):
         stats = PairStatistics.from_arrays(
@@ -677,10 +689,11 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _dtype(self):
         return self.__dict__.get("_fit_dtype", np.float64)
 
-    def _check_X(self, X, *, reset, min_samples=1):
-        """Validate X (dtype, shape, finiteness, width against the fit)."""
+    def _check_X(self, X, *, reset, min_samples=1, finite=True):
+        """Validate X (dtype, shape, width against the fit; finiteness unless ``finite=False``)."""
         X = validate_data(
-            self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_min_samples=min_samples
+            self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_min_samples=min_samples,
+            ensure_all_finite=finite,
         )
         if reset:
             self._fit_dtype = X.dtype

@@ -26,15 +26,19 @@ def as_float_matrix(A, name, *, dtype=FLOAT_DTYPES, min_samples=1):
     )
 
 
-def as_target_matrix(Y, n_rows, *, dtype):
-    """Validate the document-space target ``Y`` against ``X``'s row count."""
+def as_target_matrix(Y, n_rows, *, dtype, finite=True):
+    """Validate the document-space target ``Y`` against ``X``'s row count.
+
+    ``finite=False`` leaves NaN/inf to the caller (the statistics pass finds
+    them as it reads the rows, without a separate pass over ``Y``).
+    """
     if Y is None:
         raise ValueError(
             "ERAAdapter requires y to be passed, but the target y is None: Y must be the "
             "document-encoder embeddings of the same rows as X, shape (n_samples, n_doc_features)."
         )
     Y = check_array(
-        Y, dtype=dtype, ensure_2d=False, ensure_all_finite=True, input_name="Y",
+        Y, dtype=dtype, ensure_2d=False, ensure_all_finite=finite, input_name="Y",
         accept_sparse=False,
     )
     if Y.ndim == 1:  # as scikit-learn regressors do: one output column

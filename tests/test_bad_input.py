@@ -55,6 +55,16 @@ CASES = [
          ValueError, "Input Y contains NaN"),
     Case("inf_X", "inf in X", lambda: ERAAdapter().fit_align(_with(X, 3, 1, np.inf), Y),
          ValueError, "Input X contains infinity"),
+    Case("nan_Y_align", "NaN in y of fit_align",
+         lambda: ERAAdapter().fit_align(X, _with(Y, 3, 1, np.nan)),
+         ValueError, "Input Y contains NaN"),
+    Case("inf_Y_lstsq_raw", "inf in y, lstsq, normalize_input=False",
+         lambda: ERAAdapter(align="lstsq", normalize_input=False).fit_align(
+             X, _with(Y, 5, 0, -np.inf)),
+         ValueError, "Input Y contains infinity"),
+    Case("nan_X_stream", "NaN in X of partial_fit_align",
+         lambda: ERAAdapter().partial_fit_align(_with(X, 0, 2, np.nan), Y),
+         ValueError, "Input X contains NaN"),
     Case("X_1d", "1-D X", lambda: ERAAdapter().fit_align(X[:, 0], Y),
          ValueError, "Expected 2D array, got 1D array"),
     Case("X_3d", "3-D X", lambda: ERAAdapter().fit_align(X.reshape(40, 2, 4), Y),
@@ -181,3 +191,15 @@ def test_rank_deficient(align):
     out = est.transform(Xr)
     assert out.shape == (6, 4) and np.isfinite(out).all()
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("align", ["procrustes", "lstsq"])
+def test_failed_fit_align_keeps_the_previous_map(align):
+    """NaN found mid-pass: the error names it and the fitted map is untouched."""
+    adapter = ERAAdapter(align=align).fit_align(X, Y)
+    before = adapter.align_coef_.copy()
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        adapter.fit_align(_with(X * 2, len(X) - 1, 0, np.nan), Y)
+    np.testing.assert_array_equal(adapter.align_coef_, before)
+    np.testing.assert_array_equal(adapter.transform(X[:3]), ERAAdapter(align=align)
+                                  .fit_align(X, Y).transform(X[:3]))

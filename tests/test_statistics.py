@@ -407,3 +407,28 @@ def test_reservoir_docstring_example_runs():
 def test_reservoir_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity must be a positive integer"):
         Reservoir(capacity=capacity)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (9, 9)])
+@pytest.mark.parametrize("conditioning", ["well", "ill", "rank-deficient"])
+def test_polar_factor_matches_the_svd(shape, conditioning):
+    """Procrustes' map from the Gram eigendecomposition, or the SVD fallback, equals U V^T."""
+    from era_sklearn._closed_form import _polar
+
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=shape)
+    k = min(shape)
+    if conditioning == "ill":
+        M = M @ np.diag(np.logspace(0, -7, shape[1]))  # singular values over 7 decades
+    elif conditioning == "rank-deficient":
+        M[:, 0] = 0 if shape[0] >= shape[1] else M[:, 0]
+        M[0] = 0 if shape[0] < shape[1] else M[0]
+    W, s = _polar(M)
+    U, S, Vt = np.linalg.svd(M, full_matrices=False)
+    np.testing.assert_allclose(s, S, atol=1e-10 * S[0])
+    if conditioning == "rank-deficient":  # U V^T is not unique: check what is
+        np.testing.assert_allclose(np.einsum("ij,ij->", W, M), S.sum(), rtol=1e-10)
+        np.testing.assert_allclose(W @ W.T if shape[0] < shape[1] else W.T @ W, np.eye(k),
+                                   atol=1e-10)
+    else:
+        np.testing.assert_allclose(W, U @ Vt, atol=1e-8)
