@@ -61,8 +61,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize, sparse
-from threadpoolctl import ThreadpoolController
 
+from ._blas import blas_controller
 from ._selection import HeldOutQueries, _max_duplicates
 from ._validation import row_norms
 from .metrics import ndcg_at_k
@@ -543,10 +543,9 @@ class _BlasThreads:
     """
 
     def __init__(self, outer=None):
-        self.controller = ThreadpoolController() if outer is None else None
+        self.controller = blas_controller() if outer is None else None
         if outer is None:
-            outer = max((lib.num_threads for lib in self.controller.lib_controllers
-                         if lib.user_api == "blas"), default=1)
+            outer = max((lib.num_threads for lib in self.controller.lib_controllers), default=1)
         self.outer = outer
 
     def narrow(self):
