@@ -21,8 +21,8 @@ The gradient is analytic numpy (no torch): float32 GEMMs when the data are
 float32 (float64 data stay float64, as in the gradient test), float64 sums.
 The solver is scipy's L-BFGS-B from the prior, full batch, in whitened query
 coordinates, with the gauge ``<W - W0, W0> = 0`` (see :func:`fit_softmax`:
-without it weak penalties collapse). Deterministic: the only randomness is
-the held-out split (and candidate sample) of :func:`select_and_fit`.
+without it weak penalties collapse). Deterministic. The penalty is chosen in
+``_softmax_search``.
 
 API (private module; the estimator wires it in)
 ------------------------------------------------
@@ -37,10 +37,6 @@ patience=None, precondition=True) -> (W, info)``
     L-BFGS-B from ``start`` (default ``W0``); ``lam=inf`` returns ``W0``
     itself. With ``heldout`` it tracks held-out nDCG@10 at every iterate and
     stops early after ``patience`` iterations without a gain.
-``select_and_fit(problem, W0, *, lam="auto", lams=None, max_iter=100,
-final_max_iter=10, random_state=None, ...) -> (W, lam, history)``
-    ``lam`` chosen on held-out labelled queries (never test data), then a
-    final fit on every query; ``history`` records every fit.
 ``label_only_prior(problem, alpha=1.0) -> W0``
     The start and prior when there is no stage 1: ridge least squares onto
     the targets (a penalty toward zero is degenerate under the cosine).
@@ -455,14 +451,15 @@ def _check_map(W, problem, name):
 
 
 class _Objective:
-    """The objective over ``x`` with ``W = W0 + P(A V)``, ``V = x`` as a (d_in, d_out) matrix.
+    """The objective over ``x`` with ``W = W0 + P(A V)``, ``V = x`` as an (r, d_out) matrix.
 
-    ``A`` whitens the query space and ``P`` removes the component along
+    ``A`` (d_in, r) gives whitened coordinates of the queries' row space (see
+    :func:`query_whitening`; the identity without preconditioning) and ``P`` removes the component along
     ``W0`` (the gauge, see :func:`fit_softmax`). With ``u = W0 / ||W0||`` and
-    ``c = <V, A u>``: ``P(A V) = A V - c u`` and ``X W = X W0 + (X A) V - c X u``,
+    ``c = <V, A^T u>``: ``P(A V) = A V - c u`` and ``X W = X W0 + (X A) V - c X u``,
     so with ``X A``, ``X W0``, ``X u``, ``A u`` and ``A^2`` computed once an
-    evaluation costs the two GEMMs of the loss plus one ``A^2 V`` (for the
-    penalty ``lam ||P(A V)||^2 = lam (<V, A^2 V> - c^2)``) instead of two
+    evaluation costs the two GEMMs of the loss plus one ``A^T A V`` (for the
+    penalty ``lam ||P(A V)||^2 = lam (<V, A^T A V> - c^2)``) instead of two
     products with ``A``. All in the problem's dtype (float32 on real data).
     """
 
@@ -474,9 +471,9 @@ class _Objective:
         self.whitening = precondition
         self.A_inv = precondition.A_inv
         self.A, self.A2 = precondition.A.astype(dt), precondition.A2.astype(dt)
-        self.W0, self.shape, self.dt = W0, W0.shape, dt
+        self.W0, self.shape, self.dt = W0, (self.A.shape[1], W0.shape[1]), dt
         self.unit = W0 / max(np.linalg.norm(W0), np.finfo(float).tiny)
-        self.Au = (precondition.A @ self.unit).astype(dt)
+        self.Au = (precondition.A.T @ self.unit).astype(dt)
         self.mapped, self.XA, self.Xu = self.mapper(problem, products=True)
         self.threads = _BlasThreads()
 
@@ -561,7 +558,8 @@ class _BlasThreads:
 
 
 class QueryWhitening(NamedTuple):
-    """A symmetric whitening ``A`` of the query space, its inverse and its square."""
+    """Coordinates ``V`` of the map's deviation ``A V`` (``A``: d_in x r), ``A``'s
+    left inverse on its range (r x d_in) and ``A^T A`` (r x r)."""
 
     A: np.ndarray
     A_inv: np.ndarray
@@ -569,275 +567,32 @@ class QueryWhitening(NamedTuple):
 
 
 def query_whitening(problem, ridge=0.1):
-    """``A = (X^T diag(w) X + ridge * mean_eig * I)^(-1/2)``, scaled to mean eigenvalue 1.
+    """Whitened coordinates of the labelled queries' row space (the span of their rows).
 
-    Embedding spaces are anisotropic (a few directions carry most of the
-    variance), which makes plain L-BFGS zig-zag: whitening the query side
-    cut the iterations to the same optimum from 49 to 17 on SciFact / MiniLM
-    (a low-rank-plus-identity approximation needed 23 to 33).
+    The deviation ``W - W0`` that minimises the objective lies in that span
+    (plus ``W0``'s own direction, which the gauge removes): the data term sees
+    ``W`` only through ``X W``, and off the span the penalty alone pulls to
+    zero. So the fit searches ``r x d_out`` numbers for ``r <= n_queries``
+    instead of ``d_in x d_out``: with 16 SciFact queries a fit took 0.3 s
+    instead of 5 s, to the same optimum.
+
+    Within the span the coordinates whiten ``X^T diag(w) X + ridge * mean_eig * I``
+    (mean over all d_in eigenvalues), scaled to mean factor 1. Embedding spaces
+    are anisotropic (a few directions carry most of the variance), which makes
+    plain L-BFGS zig-zag: whitening cut the iterations to the same optimum from
+    49 to 17 on SciFact / MiniLM.
     """
-    X = problem.X.astype(np.float64)
-    vals, vecs = np.linalg.eigh((X * problem.weight[:, None]).T @ X)
-    vals = np.maximum(vals, 0) + ridge * max(vals.mean(), np.finfo(float).tiny)
+    X = problem.X.astype(np.float64) * np.sqrt(problem.weight)[:, None]
+    d_in = X.shape[1]
+    _, s, Vt = np.linalg.svd(X, full_matrices=False)
+    keep = s > s[0] * d_in * np.finfo(np.float64).eps if s.size and s[0] > 0 else s > 0
+    Q, vals = Vt[keep].T, s[keep] ** 2
+    if not keep.any():  # no query direction at all: nothing to fit (W stays W0)
+        return QueryWhitening(np.zeros((d_in, 1)), np.zeros((1, d_in)), np.zeros((1, 1)))
+    vals = vals + ridge * max(vals.sum() / d_in, np.finfo(float).tiny)
     factor = vals ** -0.5
     factor /= factor.mean()
-    return QueryWhitening((vecs * factor) @ vecs.T, (vecs / factor) @ vecs.T,
-                          (vecs * factor**2) @ vecs.T)
-
-
-#: Adaptive search over ``C`` (``lam = C / n_queries``): start here, halve
-#: while the held-out score improves, else double while it improves. 4 is
-#: mid-way between the optima measured on SciFact (2 to 4) and NFCorpus (8).
-C_START, C_MIN, C_MAX = 4.0, 1.0 / 64, 1024.0
-
-#: Smallest held-out nDCG@10 gain that moves the adaptive search to the next
-#: ``C``: along one fit the held-out score jitters by about this much from one
-#: iterate to the next (SciFact and NFCorpus traces).
-MIN_GAIN = 0.002
-
-#: Held-out fits started from the prior run at least this many iterations
-#: before early stopping may end them (see ``min_iter`` in :func:`fit_softmax`).
-COLD_MIN_ITER = 8
-
-#: The chosen ``C`` replaces the prior only when its paired held-out gain
-#: exceeds this many standard errors. One was not enough: with 8 to 128
-#: labelled NFCorpus queries, gains of 1.1 to 1.96 standard errors over the
-#: prior (after choosing among several ``C``) came with test losses of
-#: 0.005 to 0.010 nDCG@10.
-GUARD_SE = 2.0
-
-
-def select_and_fit(problem, W0, *, lam="auto", lams=None, max_iter=100, final_max_iter=6,
-                   random_state=None, heldout_fraction=0.2, min_split_queries=500, n_folds=5,
-                   patience=2, path_candidates=1024, precondition=True):
-    """Choose ``lam`` on held-out labelled queries, then fit on every query.
-
-    Parameters
-    ----------
-    problem : SoftmaxProblem
-        The labelled queries (training data only: never the test queries).
-    W0 : ndarray (d_in, d_out)
-        The prior (stage 1's map, or :func:`label_only_prior`).
-    lam : "auto" or float, default="auto"
-        A float fits that penalty directly from ``W0`` with ``max_iter``
-        iterations (``inf``: ``W0`` itself, exactly).
-    lams : sequence of float, default=None
-        Candidate penalties for the whole problem, all tried, strongest
-        first. ``None``: the adaptive search over ``C = lam * n_queries``
-        (:data:`C_START`, :data:`MIN_GAIN`, within [:data:`C_MIN`,
-        :data:`C_MAX`]). A fold with ``n_train`` queries fits
-        ``lam = C / n_train``: the same ``C``.
-    max_iter : int, default=100
-        L-BFGS iterations per held-out fit (they usually stop early).
-    final_max_iter : int, default=6
-        L-BFGS iterations of the final fit on every query. It starts from
-        the held-out fits' mean at the chosen ``C``, which is close: on
-        SciFact / MiniLM (random_state 0..4) 6, 10 and 20 iterations gave a
-        mean test nDCG@10 of 0.7905, 0.7905 and 0.7914.
-    random_state : int, Generator or None
-        Seeds the held-out split and the candidate sample (the only randomness).
-    heldout_fraction : float, default=0.2
-        Share of queries held out when there are ``min_split_queries`` or more
-        (one split: enough held-out queries, and it costs one path).
-    min_split_queries : int, default=500
-        Below this many queries, ``n_folds``-fold cross-validation over
-        queries instead (every query held out once; small problems are cheap).
-    n_folds : int, default=5
-    patience : int, default=2
-        Early stopping: a held-out fit stops after this many iterations
-        without a better held-out nDCG@10.
-    path_candidates : int or None, default=1024
-        The held-out fits rank each query against every target of the
-        problem plus this many other candidates, drawn at random and
-        weighted to stand for all of them (:meth:`SoftmaxProblem.candidate_sample`);
-        held-out scores and the final fit use every candidate. None: all.
-    precondition : bool or QueryWhitening, default=True
-
-    Returns
-    -------
-    W : ndarray (d_in, d_out), float64
-    lam : float
-    history : dict
-        ``C`` and ``lams`` tried (in order, the prior ``inf`` first),
-        ``heldout_ndcg`` (their mean held-out nDCG@10), ``chosen_C``,
-        ``gain`` and ``gain_se`` (paired held-out gain of the best ``C``
-        over the prior), ``n_heldout``, ``n_folds``, ``n_path_candidates``,
-        ``path`` (per fit: C, fold, iterations, evaluations, best iteration,
-        held-out score, stop reason), ``final`` (the last fit's info),
-        ``n_eval`` (loss evaluations in units of one on the whole problem),
-        ``seconds`` and ``rule``.
-
-    Notes
-    -----
-    Rule (stable under the split, conservative with few labels): among the
-    ``C`` the search accepted, the strongest penalty whose mean held-out
-    nDCG@10 is within one standard error (paired, per query) of the best;
-    it replaces the prior only when it beats it by :data:`GUARD_SE`
-    standard errors, else ``W0`` is returned exactly (see
-    ``_HeldOutSearch.best``). Held-out fits going down in ``C`` are
-    warm-started from their neighbour, going up from the prior, and all stop
-    early on held-out nDCG@10.
-    """
-    t0 = time.perf_counter()
-    n = problem.n_queries
-    W0 = _check_map(W0, problem, "W0")
-    if lam != "auto":
-        W, info = fit_softmax(problem, W0, lam=float(lam), max_iter=max_iter,
-                              precondition=precondition)
-        return W, float(lam), {"lams": [float(lam)], "final": info, "n_eval": info["n_eval"],
-                               "seconds": time.perf_counter() - t0, "rule": "given"}
-    if precondition is True:  # one whitening for every fit: the folds' differ little
-        precondition = query_whitening(problem)
-    fit_kw = {"max_iter": max_iter, "precondition": precondition}
-    rng = np.random.default_rng(random_state)
-    folds = _heldout_folds(n, rng, heldout_fraction, min_split_queries, n_folds)
-    history = {"n_folds": len(folds), "n_heldout": int(sum(map(len, folds))), "path": []}
-    if not folds:  # a single query: nothing to hold out
-        history.update(C=[np.inf], lams=[np.inf], heldout_ndcg=[], chosen_C=np.inf,
-                       rule="one query: prior kept", n_eval=0.0,
-                       seconds=time.perf_counter() - t0)
-        return W0.copy(), np.inf, history
-    fitted = problem if path_candidates is None else problem.candidate_sample(path_candidates, rng)
-    history["n_path_candidates"] = len(fitted.C)
-    search = _HeldOutSearch(problem, fitted, W0, folds, patience, fit_kw, history["path"])
-    if lams is None:
-        search.adaptive(C_START, C_MIN, C_MAX)
-    else:
-        search.ladder(sorted((float(v) * n for v in lams), reverse=True))
-    best, gain, gain_se = search.best()
-    chosen = best / n
-    history.update(C=list(search.scores), lams=[c / n for c in search.scores],
-                   heldout_ndcg=[float(v.mean()) for v in search.scores.values()],
-                   chosen_C=best, gain=gain, gain_se=gain_se)
-    if np.isinf(best):
-        W, info = W0.copy(), {"n_iter": 0, "n_eval": 0, "stop": "prior kept"}
-        history["rule"] = f"no candidate beat the prior by {GUARD_SE:g} standard errors"
-    else:
-        start = np.mean(search.maps[best], axis=0)
-        final_kw = dict(fit_kw, max_iter=final_max_iter or max_iter)
-        W, info = fit_softmax(problem, W0, lam=chosen, start=start, **final_kw)
-        history["rule"] = (f"strongest C within one standard error of the best held-out "
-                           f"nDCG@10; beats the prior by {GUARD_SE:g} standard errors")
-    history.update(final=info, n_eval=search.n_eval + info["n_eval"],
-                   seconds=time.perf_counter() - t0)
-    return W, chosen, history
-
-
-def _heldout_folds(n, rng, fraction, min_split, n_folds):
-    """Held-out query rows: one ``fraction`` split for large problems, else k folds."""
-    if n < 2:
-        return []
-    order = rng.permutation(n)
-    if n >= min_split:
-        return [np.sort(order[: max(1, round(fraction * n))])]
-    return [np.sort(f) for f in np.array_split(order, min(n_folds, n))]
-
-
-class _HeldOutSearch:
-    """Per-query held-out nDCG@10 of the prior and of each ``C`` tried, over the folds."""
-
-    def __init__(self, problem, fitted, W0, folds, patience, fit_kw, log):
-        """``fitted``: the problem the path fits (``problem`` or a candidate sample of it);
-        held-out queries always rank every candidate of ``problem``."""
-        n = problem.n_queries
-        self.W0, self.patience, self.fit_kw, self.log = W0, patience, fit_kw, log
-        self.parts = [(fitted.subset(np.setdiff1d(np.arange(n), f)), problem.subset(f))
-                      for f in folds]
-        self.cost = len(fitted.C) / len(problem.C)
-        self.n = n
-        self.scorers = [_HeldOutScorer(held) for _, held in self.parts]
-        self.scores = {np.inf: np.concatenate([score(W0, average=False)
-                                               for score in self.scorers])}
-        self.maps = {np.inf: [W0] * len(folds)}
-        self.n_eval = 0.0
-
-    def mean(self, C):
-        return float(self.scores[C].mean())
-
-    def fit(self, C, warm):
-        """Fit every fold at ``C``, each warm-started from its map at ``warm``."""
-        maps, scores = [], []
-        for k, ((train, _), score, start) in enumerate(
-                zip(self.parts, self.scorers, self.maps[warm])):
-            W, info = fit_softmax(train, self.W0, lam=C / train.n_queries, start=start,
-                                  heldout=score, patience=self.patience,
-                                  min_iter=COLD_MIN_ITER if warm == np.inf else 0,
-                                  **self.fit_kw)
-            maps.append(W)
-            scores.append(score(W, average=False))
-            self.n_eval += info["n_eval"] * train.n_queries / self.n * self.cost
-            self.log.append({"C": C, "fold": k, "n_iter": info["n_iter"],
-                             "n_eval": info["n_eval"], "best_iter": info["best_iter"],
-                             "heldout_ndcg": float(scores[-1].mean()), "stop": info["stop"]})
-        self.maps[C], self.scores[C] = maps, np.concatenate(scores)
-        return self.mean(C)
-
-    def ladder(self, Cs):
-        warm = np.inf
-        for C in Cs:
-            self.fit(C, warm)
-            warm = C
-
-    def adaptive(self, start, low, high):
-        """From ``start``, halve ``C`` while the held-out score improves by
-        :data:`MIN_GAIN`; if the first halving does not, double instead.
-
-        Path fits stop early, so a neighbour's score is partly that of the
-        warm start it came from: a gain below the iterate-to-iterate jitter
-        of held-out nDCG@10 is not taken as a reason to move.
-        """
-        best = start
-        self.fit(start, np.inf)
-        self.accepted = [start]
-        for step in (0.5, 2.0):
-            C = best * step
-            while low <= C <= high and self.fit(C, self._warm(C, step)) > self.mean(best) + MIN_GAIN:
-                best, C = C, C * step
-                self.accepted.append(best)
-            if best != start:
-                break
-
-    @staticmethod
-    def _warm(C, step):
-        """Warm start of the fit at ``C``: its weaker neighbour, or the prior going up.
-
-        From a weaker penalty's map, a stronger one first shrinks the whole
-        deviation, which barely changes any ranking: an early-stopped fit then
-        scores like its start and the search drifts toward strong penalties
-        (NFCorpus: held-out scores rising to C = 32-64 where converged fits
-        peak at 8-16). Started from the prior, a stronger penalty must earn
-        its score.
-        """
-        return C / step if step < 1 else np.inf
-
-    def best(self):
-        """The chosen ``C`` (``inf``: the prior), its held-out gain over the prior and its SE.
-
-        One-standard-error rule: among the ``C`` the adaptive search accepted
-        (each one :data:`MIN_GAIN` better than the one before; with a given
-        ladder, all of them), the strongest penalty whose mean held-out score
-        is within one standard error (of the paired per-query differences) of
-        the best one. A ``C`` the search rejected is never chosen: past the
-        best, a rejected stronger penalty can look close on held-out and lose
-        much more on the test (SciFact m2v, no corpus: C = 16 within one
-        standard error of C = 8 on held-out, 0.647 against 0.70 on test). Then the guard: it replaces
-        the prior only if its paired gain over the prior exceeds
-        :data:`GUARD_SE` standard errors.
-        """
-        tried = getattr(self, "accepted", None) or [C for C in self.scores if np.isfinite(C)]
-        top = max(tried, key=lambda C: (round(self.mean(C), 12), C))
-        best = max(C for C in tried if self.mean(C) >= self.mean(top) - _paired_se(
-            self.scores[top], self.scores[C]))
-        gains = self.scores[best] - self.scores[np.inf]
-        se = _paired_se(self.scores[best], self.scores[np.inf])
-        keep = len(gains) > 1 and gains.mean() > GUARD_SE * se
-        return (best if keep else np.inf), float(gains.mean()), float(se)
-
-
-def _paired_se(a, b):
-    """Standard error of the mean per-query difference ``a - b`` (inf with one query)."""
-    diff = a - b
-    return diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
+    return QueryWhitening(Q * factor, Q.T / factor[:, None], np.diag(factor**2))
 
 
 def label_only_prior(problem, alpha=1.0):

@@ -100,3 +100,4 @@ class AdaptResult:
     module_params: dict | None = None  # MLP branch of a torch model
     history: dict | None = None
     cv_results: dict | None = field(default=None)
+    heldout: dict | None = None  # held-out estimates the choice rests on (heldout_ndcg_)

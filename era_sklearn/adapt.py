@@ -379,35 +379,107 @@ class Softmax(BaseEstimator):
         self.max_candidates = max_candidates
 
     def solve(self, problem):
-        from ._softmax import SoftmaxProblem, label_only_prior, select_and_fit
+        from ._softmax_search import choose_blend, final_fit, search_penalty, select_and_fit
 
         lams = _check_finite_grid(self.lams, "lams")
-        blend = problem.blends[0] if len(problem.blends) == 1 else problem.default_blend
-        candidates, targets = self._bounded_candidates(problem, blend)
-        softmax_problem = SoftmaxProblem.from_pairs(
-            problem.X, targets, candidates, qids=problem.qids, grades=problem.grades,
+        blends = _softmax_blends(problem)
+        if self.lam != "auto" or len(blends) == 1 and not problem.has_prior:
+            # A given penalty, or label-only: one problem, no blend to choose.
+            sub, prior = self._subproblem(problem, blends[0])
+            W, lam, history = select_and_fit(sub, prior, lam=self.lam, lams=lams,
+                                             max_iter=self.max_iter,
+                                             random_state=problem.random_state)
+            return AdaptResult(coef=_full_map(W, problem, blends[0]), intercept=problem.intercept,
+                               blend=blends[0], penalty=float(lam), history=history)
+        subs = {b: self._subproblem(problem, b) for b in blends}
+        # The cheap encoder alone, scored on the same held-out queries (hybrid only).
+        cheap = {"cheap encoder": problem.prior(0.0)} if problem.hybrid else {}
+        searches = {b: search_penalty(sub, prior, lams=lams, max_iter=self.max_iter,
+                                      random_state=problem.random_state,
+                                      also_score=cheap if not _plain(problem, b) else {})
+                    for b, (sub, prior) in subs.items()}
+        blend, blend_summary = choose_blend(searches, problem.default_blend)
+        sub, prior = subs[blend]
+        W, history = final_fit(sub, prior, searches[blend], max_iter=self.max_iter)
+        if len(blends) > 1:
+            history["blend"] = blend_summary
+        heldout = _heldout_summary(problem, searches[blend], searches)
+        return AdaptResult(coef=_full_map(W, problem, blend), intercept=problem.intercept,
+                           blend=blend, penalty=float(searches[blend].lam), history=history,
+                           heldout=heldout)
+
+    def _subproblem(self, problem, blend):
+        """The softmax problem and prior of one blend (blend 1.0: the query block alone)."""
+        from ._softmax import SoftmaxProblem, label_only_prior
+
+        X = problem.X[:, : _query_width(problem)] if _plain(problem, blend) else problem.X
+        prior_map = problem.prior(blend)[: X.shape[1]] if problem.bases else None
+        candidates, targets = self._bounded_candidates(problem, X, prior_map)
+        sub = SoftmaxProblem.from_pairs(
+            X, targets, candidates, qids=problem.qids, grades=problem.grades,
             query_weight=np.bincount(problem.qids, weights=problem.weights),
             intercept=problem.intercept, temperature=self.temperature,
         )
-        prior = problem.prior(blend) if problem.bases else label_only_prior(softmax_problem)
-        W, lam, history = select_and_fit(
-            softmax_problem, prior, lam=self.lam, lams=lams, max_iter=self.max_iter,
-            random_state=problem.random_state,
-        )
-        return AdaptResult(coef=W, intercept=problem.intercept, blend=blend, penalty=float(lam),
-                           history=history)
+        return sub, (prior_map if prior_map is not None else label_only_prior(sub))
 
-    def _bounded_candidates(self, problem, blend):
+    def _bounded_candidates(self, problem, X, prior_map):
         """The problem's candidates, reduced when there are more than ``max_candidates``."""
         if len(problem.candidates) <= self.max_candidates:
             return problem.candidates, problem.targets
         from ._candidates import bounded_candidates
 
-        queries = problem.X @ problem.prior(blend) + problem.intercept if problem.bases else None
+        queries = None if prior_map is None else X @ prior_map + problem.intercept
         candidates, targets, _ = bounded_candidates(
             problem.candidates, problem.targets, queries=queries,
             max_candidates=self.max_candidates, random_state=problem.random_state)
         return candidates, targets
+
+
+#: Blend 1.0 of hybrid input: plain ERA, the cheap block held at zero.
+PLAIN_BLEND = 1.0
+
+
+def _softmax_blends(problem):
+    """The blends Softmax compares: the default hybrid and plain ERA, or the one given."""
+    if problem.hybrid and problem.has_prior and len(problem.blends) > 1:
+        return [float(problem.default_blend), PLAIN_BLEND]
+    return [float(problem.blends[0]) if problem.hybrid else 1.0]
+
+
+def _plain(problem, blend):
+    return problem.hybrid and problem.has_prior and blend == PLAIN_BLEND
+
+
+def _query_width(problem):
+    """Columns of the query encoder's block (all of X unless hybrid)."""
+    return problem.X.shape[1] - (problem.Y.shape[1] if problem.hybrid else 0)
+
+
+def _full_map(W, problem, blend):
+    """A plain-ERA map on hybrid input: zero rows for the cheap block."""
+    if W.shape[0] == problem.X.shape[1]:
+        return W
+    full = np.zeros((problem.X.shape[1], W.shape[1]))
+    full[: W.shape[0]] = W
+    return full
+
+
+def _heldout_summary(problem, chosen, searches):
+    """Held-out nDCG@10 (mean and standard error over queries) that ``fit`` rests on."""
+    from ._softmax_search import heldout_estimate
+
+    out = {"n_queries": chosen.n_queries, "n_folds": chosen.history.get("n_folds", 0),
+           "stage 1": heldout_estimate(chosen.prior_per_query),
+           "chosen": heldout_estimate(chosen.per_query),
+           "gain over stage 1": heldout_estimate(chosen.per_query - chosen.prior_per_query)}
+    for blend, search in searches.items():
+        if len(searches) > 1:
+            name = "plain ERA" if _plain(problem, blend) else f"hybrid blend {blend:g}"
+            out[f"{name} stage 1"] = heldout_estimate(search.prior_per_query)
+            out[f"{name} chosen"] = heldout_estimate(search.per_query)
+        for name, per_query in search.extra.items():
+            out[name] = heldout_estimate(per_query)
+    return out
 
 
 #: The short names ``ERAAdapter(adapt=...)`` accepts.
