@@ -48,6 +48,7 @@ import shlex
 import sys
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +173,7 @@ def cost(cell, n_labelled):
 def run_pair(dataset, doc_encoder, args, log):
     """Every fit of one set/index pair; the run record that the report reads."""
     data = _data(dataset, doc_encoder, QUERY_ENCODER)
+    ev = Evaluator(data, data.qrels["test"])
     n_train = len(data.qrels["train"])
     n_labelled = {b: n_train if b == "all" else min(int(b), n_train) for b in args.budgets}
     seeds = {b: list(range(args.draws_all.get(dataset, args.draws_all["*"]) if b == "all"
@@ -184,8 +186,7 @@ def run_pair(dataset, doc_encoder, args, log):
     return collect(cells, out, {
         "dataset": dataset, "doc_encoder": doc_encoder, "budgets": list(args.budgets),
         "n_labelled": n_labelled, "n_train_queries": n_train, "seeds": seeds,
-        "skipped": skipped, "references": references(data, Evaluator(data, data.qrels["test"])),
-        "n_test_queries": len(data.qrels["test"]),
+        "skipped": skipped, "references": references(data, ev), "n_test_queries": len(ev.rows),
     })
 
 
@@ -317,13 +318,38 @@ def table(run, metric="ndcg@10"):
     return "\n".join(lines)
 
 
+def kept_stage1(run, budget):
+    """(draws where the default kept stage 1, i.e. ``penalty_ = inf``, draws)."""
+    draws = run["rows"].get("default", {}).get(budget, [])
+    return sum(r.get("penalty") == float("inf") for r in draws), len(draws)
+
+
 def fraction_table(run):
-    head = ["", *(budget_header(run, b) for b in run["budgets"]), "pooled"]
-    counts = [below_align(run, b) for b in run["budgets"]] + [pooled_below_align(run)]
-    cells = [f"{k}/{n} ({k / n:.0%})" if n else "-" for k, n in counts]
+    """Per budget and pooled: draws below align-only, and draws where stage 1 was kept."""
+    budgets = run["budgets"]
+    head = ["", *(budget_header(run, b) for b in budgets), "pooled"]
+
+    def row(label, counts):
+        counts = counts + [tuple(map(sum, zip(*counts)))]
+        return f"| {label} | " + " | ".join(f"{k}/{n} ({k / n:.0%})" if n else "-"
+                                           for k, n in counts) + " |"
+
     return "\n".join([
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-        f"| draws with default > {MARGIN} below align-only | " + " | ".join(cells) + " |"])
+        row(f"draws with default > {MARGIN} below align-only",
+            [below_align(run, b) for b in budgets]),
+        row("draws where default kept stage 1 (`penalty_ = inf`)",
+            [kept_stage1(run, b) for b in budgets])])
+
+
+def warnings_note(run):
+    """The warnings raised during the fits, with how many fits raised each."""
+    counts = Counter(w for rows in run["rows"].values() for draws in rows.values()
+                     for r in draws for w in r.get("warnings", []))
+    if not counts:
+        return "Warnings during the fits: none."
+    return "Warnings during the fits (fits that raised each):\n\n" + "\n".join(
+        f"- {n} x {w}" for w, n in counts.most_common())
 
 
 def draws_note(run):
@@ -375,7 +401,7 @@ def markdown(run, meta, targets):
         "## recall@100", "", table(run, "recall@100"), "",
         "## Draws where the default falls below align-only", "",
         ("Paired per draw (the same seed, so the same alignment sample), nDCG@10."), "",
-        fraction_table(run), "",
+        fraction_table(run), "", warnings_note(run), "",
         "## Targets", "", "| target | measured | met |", "|---|---|---|",
         *(f"| {t['target']} | {t['measured']:+.4f} | {'yes' if t['met'] else 'NO'} |"
           for t in targets), "",
@@ -447,6 +473,7 @@ def print_report(run, targets, out_dir):
           f"{table(run, 'recall@100')}\n\n{fraction_table(run)}\n")
     print(draws_note(run))
     print(f"Skipped: {'; '.join(run['skipped'] or ['nothing'])}.")
+    print(warnings_note(run))
     print("\n".join(targets_lines(targets)))
     print(f"wall time {run['wall_s']:.1f} s; wrote {out_dir / stem_of(run)}.md/.json/.png\n",
           flush=True)

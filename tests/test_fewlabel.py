@@ -61,7 +61,17 @@ def test_pooled_fraction_sums_counts_over_budgets():
     run = make_run({"align-only": {"16": [0.5] * 5, "32": [0.5] * 5},
                     "default": {"16": [0.4, 0.5, 0.5, 0.5, 0.5], "32": [0.4, 0.4, 0.5, 0.5, 0.5]}})
     assert fl.pooled_below_align(run) == (3, 10)
-    assert "3/10 (30%)" in fl.fraction_table(run)
+    below_row = fl.fraction_table(run).splitlines()[2]
+    assert below_row.endswith("| 1/5 (20%) | 2/5 (40%) | 3/10 (30%) |")
+
+
+def test_kept_stage1_counts_infinite_penalties():
+    run = make_run({"align-only": {"16": [0.5] * 3}, "default": {"16": [0.5] * 3}},
+                   budgets=("16",))
+    for r, p in zip(run["rows"]["default"]["16"], (float("inf"), 2.0, float("inf"))):
+        r["penalty"] = p
+    assert fl.kept_stage1(run, "16") == (2, 3)
+    assert fl.fraction_table(run).splitlines()[3].endswith("| 2/3 (67%) | 2/3 (67%) |")
 
 
 def _target(targets, prefix):
