@@ -61,14 +61,25 @@ def _sub_qrels(qrels, rows, data):
     return {q: d for q, d in qrels.items() if q in keep}
 
 
-def official_splits(data, budgets, seed):
-    """[(label, n_train, train_qrels)], test_qrels for one seed (nested budgets)."""
+def align_sample(data, seed):
+    """Row indices of the N_ALIGN_DOCS corpus documents that stage 1 sees for ``seed``."""
+    return np.random.default_rng([seed, 0]).choice(len(data.corpus_ids), N_ALIGN_DOCS,
+                                                   replace=False)
+
+
+def official_splits(data, budgets, seed, nested=True):
+    """[(label, n_train, train_qrels)], test_qrels for one seed.
+
+    ``nested``: the budgets are prefixes of one permutation per seed (8 ⊂ 32 ⊂ ...);
+    else each budget draws its own subset (seed sequence ``[seed, 1, n]``).
+    """
     train = data.qrels["train"]
     train_ids = sorted(train)
-    order = np.random.default_rng([seed, 1]).permutation(len(train_ids))
     out = []
     for b in budgets:
         n = len(train_ids) if b == "all" else min(int(b), len(train_ids))
+        order = np.random.default_rng([seed, 1] if nested else [seed, 1, n]).permutation(
+            len(train_ids))
         # Sorted ids: the pair order must not depend on Python's string hashing
         # (the held-out selection of alpha/blend is sensitive to row order).
         chosen = sorted(train_ids[i] for i in order[:n])

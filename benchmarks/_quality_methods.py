@@ -131,6 +131,15 @@ def fit_labels(adapter, method, data, pairs, seed):
     )
 
 
+def fitted_choices(adapter):
+    """What the adapter chose in fit (``penalty``, ``blend``), where it has them."""
+    out = {}
+    for attr, key in (("penalty_", "penalty"), ("blend_", "blend")):
+        if getattr(adapter, attr, None) is not None:
+            out[key] = float(getattr(adapter, attr))
+    return out
+
+
 def clone_params(params):
     """Fresh solver objects per fit (a Method is shared by every cell)."""
     from sklearn.base import clone

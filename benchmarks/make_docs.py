@@ -39,7 +39,9 @@ TITLES = {
     "paper_parity": "paper_recipe() against the official ERA code",
 }
 
-#: Order of the sections: quality first, then these, then anything else.
+#: Sections first, by file-name prefix: the quality tables, then the few-label ones.
+LEADING = ("quality_", "fewlabel_")
+#: Order of the sections after those: these, then anything else.
 ORDER = ["stage2", "paper_parity", "speed", "streaming", "torch_speed", "index"]
 
 _COMMAND_LINE = re.compile(r"^\s*(Command|Run with|Usage)\s*:.*$", re.IGNORECASE)
@@ -48,9 +50,10 @@ _COMMAND_LINE = re.compile(r"^\s*(Command|Run with|Usage)\s*:.*$", re.IGNORECASE
 def title_for(stem):
     if stem in TITLES:
         return TITLES[stem]
-    match = re.fullmatch(r"quality_(?P<dataset>[^_]+)_(?P<rest>.+)", stem)
+    match = re.fullmatch(r"(?P<kind>quality|fewlabel)_(?P<dataset>[^_]+)_(?P<rest>.+)", stem)
     if match:
-        return f"Retrieval quality: {match['dataset']}, documents by {match['rest']}"
+        kind = "Retrieval quality" if match["kind"] == "quality" else "Few labels"
+        return f"{kind}: {match['dataset']}, documents by {match['rest']}"
     return stem.replace("_", " ").capitalize()
 
 
@@ -59,14 +62,17 @@ def command_for(stem, meta):
         return str(meta["command"])
     if stem in COMMANDS:
         return COMMANDS[stem]
-    if stem.startswith("quality_"):
-        return "PYTHONPATH=. python -m benchmarks.quality (see benchmarks/quality.py)"
+    for prefix in LEADING:
+        if stem.startswith(prefix):
+            module = prefix.rstrip("_")
+            return f"PYTHONPATH=. python -m benchmarks.{module} (see benchmarks/{module}.py)"
     return None
 
 
 def sort_key(stem):
-    if stem.startswith("quality_"):
-        return (0, stem)
+    for i, prefix in enumerate(LEADING):
+        if stem.startswith(prefix):
+            return (0, f"{i:03d}{stem}")
     if stem in ORDER:
         return (1, f"{ORDER.index(stem):03d}")
     return (2, stem)

@@ -60,9 +60,11 @@ from ._data import (
     REFERENCES,
     Evaluator,
     _normalize,
+    align_sample,
     load,
     official_splits,
 )
+from ._pool import run_tasks
 
 PAPER_RATIOS = (0.1, 0.2, 0.4)
 
@@ -121,8 +123,7 @@ def _fit_cell(task):
     cells, test_qrels, _ = _splits(data, protocol, budgets, seed)
     train_qrels = None if label == "0" else {lab: tq for lab, _, tq in cells}[label]
     ev = Evaluator(data, test_qrels)
-    align_docs = np.random.default_rng([seed, 0]).choice(
-        len(data.corpus_ids), N_ALIGN_DOCS, replace=False)
+    align_docs = align_sample(data, seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,9 +134,7 @@ def _fit_cell(task):
     dt = time.perf_counter() - t0
     scores = ev(adapter.transform(qm.queries_of(data, ev.rows, m.hybrid)), data.D_cheap_n)
     scores["fit_s"] = dt
-    for attr, key in (("penalty_", "penalty"), ("blend_", "blend")):
-        if getattr(adapter, attr, None) is not None:
-            scores[key] = float(getattr(adapter, attr))
+    scores.update(qm.fitted_choices(adapter))
     history = getattr(adapter, "history_", None) or {}
     if "epochs" in history:
         scores["epochs"] = len(history["epochs"]) - 1  # epoch 0 is the start
@@ -165,23 +164,7 @@ def run_one(dataset, doc_encoder, query_encoder, seeds, budgets, methods, protoc
     cost = {"all": 4, "40%": 4, "128": 3, "20%": 3, "32": 2, "10%": 2, "8": 1, "0": 0}
     order = sorted(range(len(tasks)), key=lambda i: -(
         cost.get(tasks[i][-1], 1) * (3 if qm.BY_NAME[tasks[i][-2]].hybrid else 1)))
-    out = [None] * len(tasks)
-    if jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_fit_cell, tasks[i]): i for i in order}
-            from concurrent.futures import as_completed
-
-            for f in as_completed(futures):
-                i = futures[f]
-                out[i] = f.result()
-                _log_cell(log, tasks[i], out[i])
-    else:
-        for i in order:
-            out[i] = _fit_cell(tasks[i])
-            _log_cell(log, tasks[i], out[i])
+    out = run_tasks(_fit_cell, tasks, order, jobs, lambda task, scores: _log_cell(log, task, scores))
     results = {m.name: {} for m in methods}
     fit_times = {m.name: [] for m in methods}
     for task, scores in zip(tasks, out):
