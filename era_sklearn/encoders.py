@@ -273,18 +273,22 @@ class OpenAIEncoder(TextEncoder):
     Works with OpenAI and with servers that copy its protocol (vLLM, Ollama,
     llama.cpp, text-embeddings-inference, LiteLLM, Azure and other proxies).
     Texts go out in requests of ``batch_size``, at most ``max_concurrency`` at
-    a time. A request that times out, cannot connect, or is answered 408, 409,
-    429 or 5xx is retried up to ``max_retries`` times with exponential backoff
-    (``backoff``, doubled each time, with jitter; a ``Retry-After`` header
-    wins; waits are capped at 60 s). Any other error, and any malformed answer
-    (not JSON, a wrong count or index set of vectors, non-numeric, ragged or
+    a time. Each request must end within ``timeout`` seconds in all (name
+    resolution, connecting, sending and every read together), and its body must
+    fit a size cap (see ``max_response_bytes``). A request that times out,
+    cannot connect, or is answered 408, 409, 429 or 5xx is retried up to
+    ``max_retries`` times with exponential backoff (``backoff``, doubled each
+    time, with jitter; a ``Retry-After`` header wins; waits are capped at 60 s).
+    Any other error, an answer over the size cap, and any malformed answer (not
+    JSON, a wrong count or index set of vectors, non-numeric, ragged or
     non-finite values, a width other than ``dimensions``), raises
     :class:`EmbeddingAPIError`. Finished batches stay in the cache when a
     later one fails, so a rerun resumes.
 
     The API key is read from the environment variable ``api_key_env`` at each
     ``transform`` and kept nowhere else: not in the parameters, the repr, a
-    pickle, the cache or a log or error message.
+    pickle, the cache or a log or error message (a key that a server echoes in
+    its body or headers is masked before anything is quoted).
 
     Parameters
     ----------
@@ -303,7 +307,16 @@ class OpenAIEncoder(TextEncoder):
     max_concurrency : int, default=4
         Requests in flight at once.
     timeout : float, default=60.0
-        Seconds allowed for each request.
+        Seconds allowed for each request in all, from name resolution to the last
+        byte of the answer (not per read: a server that drips bytes is cut off at
+        the deadline). Each retry has its own.
+    max_response_bytes : int or None, default=None
+        Size cap of an answer's body, applied while it streams both to the bytes
+        received and to the bytes they decompress to (a declared ``Content-Length``
+        above it is refused before reading). None sizes it from the batch:
+        ``1 MiB + n_texts * (1 KiB + 48 * width)`` when the width is known (from
+        ``dimensions``, or from the first answer of the call), else 32 MiB. At
+        most ``max_concurrency`` answers are held at once.
     max_retries : int, default=5
         Retries of a failed request before giving up (0: no retry).
     backoff : float, default=1.0
@@ -334,13 +347,15 @@ class OpenAIEncoder(TextEncoder):
         "api_key_env": [str, None],
         "max_concurrency": [Interval(Integral, 1, None, closed="left")],
         "timeout": [Interval(Real, 0, None, closed="neither")],
+        "max_response_bytes": [Interval(Integral, 1, None, closed="left"), None],
         "max_retries": [Interval(Integral, 0, None, closed="left")],
         "backoff": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(self, model, *, base_url="https://api.openai.com/v1", dimensions=None,
                  api_key_env="OPENAI_API_KEY", batch_size=128, max_concurrency=4, timeout=60.0,
-                 max_retries=5, backoff=1.0, cache_dir=None, show_progress="auto"):
+                 max_response_bytes=None, max_retries=5, backoff=1.0, cache_dir=None,
+                 show_progress="auto"):
         self.model = model
         self.base_url = base_url
         self.dimensions = dimensions
@@ -348,6 +363,7 @@ class OpenAIEncoder(TextEncoder):
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self.max_retries = max_retries
         self.backoff = backoff
         self.cache_dir = cache_dir
@@ -365,19 +381,28 @@ class OpenAIEncoder(TextEncoder):
                 f"OpenAIEncoder: the environment variable {self.api_key_env} is not set; set it "
                 "to the API key, or pass api_key_env=None for a server without authentication."
             )
+        if not (key.isascii() and key.isprintable()) or key != key.strip():
+            # Never quoted: a header error would print it, and it may be a real key.
+            raise ValueError(
+                f"OpenAIEncoder: the environment variable {self.api_key_env} holds whitespace "
+                "around the key, or control or non-ASCII characters; set it to the key alone "
+                "(a trailing newline from a file is the usual cause)."
+            )
         return key
 
     def _encode_rows(self, texts, rows):
         """Send the batches concurrently; yield each as it arrives (any order)."""
         if not rows:
             return
+        batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        workers = min(self.max_concurrency, len(batches))
         client = EmbeddingsClient(
             base_url=self.base_url, model=self.model, dimensions=self.dimensions,
             api_key=self._api_key(), timeout=self.timeout, max_retries=self.max_retries,
-            backoff=self.backoff,
+            backoff=self.backoff, max_response_bytes=self.max_response_bytes,
+            max_connections=workers,
         )
-        batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(batches)))
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
             with self._progress(len(rows), len(batches)) as bar:
                 pending = {pool.submit(client.embed, [texts[i] for i in b]): b for b in batches}
