@@ -351,9 +351,6 @@ def load_adapter(cls, path):
         tensors = _read_tensors(path, specs)
         decoder = _Decoder(cls, tensors)
         est = decoder.estimator(state, "")
-        unused = sorted(set(tensors) - decoder.used)
-        if unused:
-            raise _Invalid(f"tensors {unused[:5]} are not referenced by the metadata")
     except _Refused:
         raise
     except _CONTENT_ERRORS as exc:
@@ -497,8 +494,9 @@ def _check_metadata(metadata, cls, path):
 def _check_all_referenced(specs, state):
     """Refuse tensors that no ``__ndarray__`` tag names, before any tensor is read.
 
-    Decoding later checks each reference itself (exists, used once); this only
-    keeps a file padded with extra tensors from costing their size.
+    Decoding later checks each reference itself (the tensor exists and is used
+    once); every tagged object decodes all its values or is refused, so a tensor
+    named here is one that decoding uses.
     """
     unreferenced = sorted(set(specs) - _tensor_references(state))
     if unreferenced:
