@@ -264,6 +264,40 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 "block of hybrid input); leave blend='auto' or set hybrid=True."
             )
 
+    def set_params(self, **params):
+        """Set parameters, as scikit-learn's ``set_params`` does.
+
+        A nested key ``<solver>__<parameter>`` sets a parameter of a solver
+        *object* (``adapt=Softmax(...)``). The default solvers are given by
+        name (``"softmax"``, ``"procrustes"``), and a name has no parameters:
+        a nested key on one is a ValueError naming the object to pass instead,
+        also when raised from ``GridSearchCV``, whose grid can search over
+        solver objects: ``{"adapt": [Softmax(lam=v) for v in values]}``.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameters of this adapter, and ``align__<name>`` / ``adapt__<name>``
+            parameters of its solver objects.
+
+        Returns
+        -------
+        self : ERAAdapter
+
+        Examples
+        --------
+        >>> from era_sklearn import ERAAdapter
+        >>> from era_sklearn.adapt import Softmax
+        >>> ERAAdapter(adapt=Softmax()).set_params(adapt__temperature=0.1).adapt
+        Softmax(temperature=0.1)
+        >>> ERAAdapter().set_params(adapt__temperature=0.1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Cannot set adapt__temperature: adapt is the solver name 'softmax', ...
+        """
+        _refuse_nested_keys_of_solver_names(self, params)
+        return super().set_params(**params)
+
     def _align_solver(self):
         if isinstance(self.align, str):
             return ALIGN_SOLVERS[self.align]()
@@ -373,6 +407,8 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             X = self._check_X(X, reset=first_call, min_samples=1, finite=finite)
             Y = as_target_matrix(y, X.shape[0], dtype=X.dtype, finite=finite)
             self._check_hybrid_layout(X, Y)
+            if self.hybrid:  # as fit_align and the Dask path do; chunk by chunk here
+                _check_tail_is_y(X, Y)
             if not first_call and Y.shape[1] != stream["d_d"]:
                 raise ValueError(
                     f"Y has {Y.shape[1]} features, but earlier chunks had {stream['d_d']} "
@@ -851,6 +887,30 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         from ._st_export import to_sentence_transformer
 
         return to_sentence_transformer(self, query_model)
+
+
+def _refuse_nested_keys_of_solver_names(est, params):
+    """A ``solver__param`` key needs a solver object: a solver name (a str) has no parameters.
+
+    scikit-learn would call ``"softmax".set_params(...)`` and fail with an
+    AttributeError that says nothing of the fix.
+    """
+    current = est.get_params(deep=False)
+    for name, registry in (("align", ALIGN_SOLVERS), ("adapt", ADAPT_SOLVERS)):
+        keys = [key for key in params if key.startswith(f"{name}__")]
+        value = params.get(name, current[name])  # a top-level value is set before nested ones
+        if keys and isinstance(value, str):
+            cls = registry.get(value)
+            solver = cls.__name__ if cls is not None else \
+                f"<{' or '.join(c.__name__ for c in registry.values())}>"
+            subs = [key.split("__", 1)[1] for key in keys]
+            raise ValueError(
+                f"Cannot set {', '.join(keys)}: {name} is the solver name {value!r}, which has "
+                "no parameters of its own. Pass the solver object with the setting instead: "
+                f"{name}={solver}({', '.join(f'{sub}=...' for sub in subs)}), from "
+                f"era_sklearn.{name}; in a GridSearchCV grid, search over the objects: "
+                f"{{{name!r}: [{solver}({subs[0]}=v) for v in values]}}."
+            )
 
 
 def _is_adapter(obj):

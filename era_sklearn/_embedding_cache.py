@@ -5,6 +5,13 @@ tokenizer and output settings, or an API's url, model and dimensions) and the
 SHA-256 of the text. Vectors are stored as little-endian float32 bytes and read
 back with ``numpy.frombuffer``, so a cache file can hold nothing that executes.
 
+Every row read is checked before it is returned: finite, and of the width the
+model gave when it last wrote to the namespace (recorded beside the rows). A row
+that fails (a torn write, an edit, a row of another model) is left out with a
+warning, so the encoder computes it again and replaces it. A file that SQLite
+cannot use (not SQLite, damaged, another program's tables) is a ValueError
+naming it.
+
 SQLite's own locking makes the file safe to share between threads and
 processes: each operation opens its own connection, waits up to ``TIMEOUT``
 seconds for a writer, and writes a batch in one transaction (WAL journal, so
@@ -16,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from contextlib import closing
+import warnings
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +33,8 @@ FILENAME = "embeddings.sqlite3"
 TIMEOUT = 60.0
 # SQLite limits the number of ``?`` parameters of one statement (999 in old builds).
 _CHUNK = 900
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS vectors (
     namespace TEXT NOT NULL,
     key BLOB NOT NULL,
@@ -33,8 +42,12 @@ CREATE TABLE IF NOT EXISTS vectors (
     vector BLOB NOT NULL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID
-"""
+""",
+    # The width the model's vectors had when it last wrote to the namespace.
+    "CREATE TABLE IF NOT EXISTS widths (namespace TEXT PRIMARY KEY, dim INTEGER NOT NULL)",
+)
 _DTYPE = np.dtype("<f4")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
 def text_key(text):
@@ -51,29 +64,46 @@ class EmbeddingCache:
         Created if missing.
     namespace : str
         Digest of the encoder identity; rows of other namespaces are never read.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an SQLite database, is damaged, or holds tables of
+        another layout; the message names the file (delete it to start afresh).
+    TimeoutError
+        If another process keeps the file locked for more than ``TIMEOUT`` seconds.
     """
 
     def __init__(self, folder, namespace):
         self.path = Path(folder) / FILENAME
         self.namespace = namespace
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             # WAL lets readers proceed while one process writes; the mode is
             # stored in the file, so setting it once per open is cheap.
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                conn.execute(statement)
 
-    def _connect(self):
-        return sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None)
+    @contextmanager
+    def _connection(self):
+        """A connection whose SQLite errors become errors that name the file."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None)) as conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            raise _cache_error(self.path, exc) from exc
 
     def get_many(self, keys):
         """Cached vectors of ``keys`` (``text_key`` digests) as ``{key: float32 row}``.
 
-        A row whose byte length disagrees with its recorded dimension (a torn or
-        foreign write) is left out, so the caller recomputes and replaces it.
+        A row that is not finite, whose byte length disagrees with its recorded
+        dimension, or whose dimension is not the model's is left out with one
+        warning, so the caller recomputes and replaces it.
         """
-        found = {}
-        with closing(self._connect()) as conn:
+        found, n_bad = {}, 0
+        with self._connection() as conn:
+            width = self._model_width(conn)
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start:start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -82,26 +112,78 @@ class EmbeddingCache:
                     [self.namespace, *chunk],
                 )
                 for key, dim, blob in rows:
-                    if isinstance(blob, bytes) and len(blob) == dim * _DTYPE.itemsize:
-                        found[key] = np.frombuffer(blob, dtype=_DTYPE).astype(np.float32)
+                    vector = _valid_vector(dim, blob, width)
+                    if vector is None:
+                        n_bad += 1
+                    else:
+                        found[key] = vector
+        if n_bad:
+            warnings.warn(
+                f"{n_bad} cached embedding(s) in {self.path} are invalid (NaN or infinity, a torn "
+                f"write, or not the model's {width}-d vectors); they are encoded again and "
+                "replaced.",
+                UserWarning,
+                stacklevel=4,  # the caller of the encoder's transform (behind set_output's wrapper)
+            )
         return found
 
+    def _model_width(self, conn):
+        """The width recorded for this namespace; else (rows of an older file) the commonest."""
+        row = conn.execute("SELECT dim FROM widths WHERE namespace = ?", [self.namespace]).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT dim FROM vectors WHERE namespace = ? GROUP BY dim ORDER BY COUNT(*) DESC "
+                "LIMIT 1",
+                [self.namespace],
+            ).fetchone()
+        return None if row is None else row[0]
+
     def put_many(self, keys, vectors):
-        """Store the rows of ``vectors`` (2-D float array) under ``keys`` in one transaction."""
+        """Store the rows of ``vectors`` (2-D float array) under ``keys`` in one transaction.
+
+        Their width becomes the namespace's recorded width: the model's output
+        is the reference that later reads are checked against.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=_DTYPE)
         rows = [(self.namespace, key, vectors.shape[1], row.tobytes()) for key, row in zip(keys, vectors)]
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                conn.execute("INSERT OR REPLACE INTO widths VALUES (?, ?)",
+                             [self.namespace, vectors.shape[1]])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     def __len__(self):
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             (n,) = conn.execute(
                 "SELECT COUNT(*) FROM vectors WHERE namespace = ?", [self.namespace]
             ).fetchone()
         return n
+
+
+def _valid_vector(dim, blob, width):
+    """The float32 row stored as ``blob``, or None unless it is whole, finite and ``width``-d."""
+    if not (isinstance(blob, bytes) and isinstance(dim, int) and dim == width
+            and len(blob) == dim * _DTYPE.itemsize):
+        return None
+    vector = np.frombuffer(blob, dtype=_DTYPE).astype(np.float32)
+    return vector if np.isfinite(vector).all() else None
+
+
+def _cache_error(path, exc):
+    """The error to raise for an SQLite failure on the cache file ``path``."""
+    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+    if name in _BUSY:
+        return TimeoutError(
+            f"The embedding cache {path} stayed locked by another process for over "
+            f"{TIMEOUT:g} s ({exc})."
+        )
+    return ValueError(
+        f"The embedding cache {path} cannot be used: {exc} ({name}). If the file is damaged "
+        "or is not an era-sklearn embedding cache, delete it or pass another cache_dir; "
+        "the cache is rebuilt as texts are encoded."
+    )

@@ -10,6 +10,7 @@ loading from disk atomically, and pickling, behind the familiar
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import warnings
@@ -662,8 +663,11 @@ class HNSWIndex(_BaseIndex):
         Raises
         ------
         ValueError
-            If the directory was written by a newer on-disk format, or if its
-            metadata or index file is invalid or inconsistent.
+            If the directory was written by a newer on-disk format, if its
+            metadata or index file is invalid or inconsistent, or if either is
+            not a regular file (a FIFO or a device such as ``/dev/zero``).
+            A str ``ids_dtype`` wider than the longest id is read at the
+            longest id's width (the same ids, without the padding).
 
         Examples
         --------
@@ -746,10 +750,28 @@ _META_CHECKS = {
 }
 
 
+def _require_regular_file(status, file):
+    """Refuse anything but a regular file: a FIFO blocks a reader, ``/dev/zero`` never ends."""
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(
+            f"{file} is not a regular file (a FIFO, device, socket or directory); "
+            "HNSWIndex.load reads only the files save() writes."
+        )
+
+
+def _read_regular_file(file):
+    """The bytes of ``file``, once it is known to be a regular file."""
+    # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        _require_regular_file(os.fstat(fd), file)
+        return f.read()
+
+
 def _read_metadata(file):
     """meta.json as a dict whose every field has the type and range :meth:`load` needs."""
     try:
-        meta = json.loads(Path(file).read_text(encoding="utf-8"))
+        meta = json.loads(_read_regular_file(file).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{file} is not valid JSON: {e!r}") from None
     if not isinstance(meta, dict):
@@ -784,7 +806,7 @@ def _read_ids(meta, n, file):
         dtype = np.dtype(object if meta["ids_dtype"] == "object" else meta["ids_dtype"])
         if dtype.kind not in "iuUO":
             raise TypeError(f"ids_dtype must be an int, str or object dtype, got {dtype}")
-        typed = ids.astype(dtype)
+        typed = _as_declared(ids, dtype)
         if typed.tolist() != ids.tolist():  # a narrower dtype would truncate or wrap
             raise ValueError(f"ids do not fit ids_dtype {meta['ids_dtype']!r}")
     except (TypeError, ValueError, OverflowError) as e:
@@ -795,8 +817,28 @@ def _read_ids(meta, n, file):
     return typed
 
 
+def _as_declared(ids, dtype):
+    """``ids`` (from :func:`_as_ids`) in the saved dtype; str ids keep the width they need.
+
+    numpy pads every str entry to the dtype's width, so an edited ``"<U2000000"`` would
+    claim gigabytes for a few short ids. :func:`_as_ids` already gave str ids the width
+    of the longest (or an object array, where that padding would blow up), which holds
+    the same values; a claimed width narrower than the longest id still fails the
+    caller's comparison.
+    """
+    values = ids.tolist()
+    if (
+        dtype.kind == "U"
+        and all(isinstance(v, str) for v in values)
+        and max(map(len, values)) <= dtype.itemsize // 4
+    ):
+        return ids
+    return ids.astype(dtype)
+
+
 def _load_hnsw(file, space, dim, n_elements):
     """An hnswlib index read from ``file`` once :func:`check_index_file` accepts it."""
+    _require_regular_file(os.stat(file), file)
     check_index_file(file, dim=dim, n_elements=n_elements, space=space)
     index = hnswlib.Index(space=space, dim=dim)
     # Capacity n_elements: nothing in the file decides how much hnswlib allocates,

@@ -38,8 +38,10 @@ Memory is bounded before anything is read: the header may not exceed
 :data:`MAX_HEADER_BYTES`; every tensor must have an allowed dtype and a
 declared byte size equal to ``prod(shape) * itemsize`` that lies inside the
 file, the tensors must tile the data section exactly, and their total may not
-exceed :data:`MAX_TENSOR_BYTES`; so a load allocates at most about the file's
-size. Then every field is validated: unknown or missing metadata keys,
+exceed :data:`MAX_TENSOR_BYTES`. Every tensor must be named by the metadata and
+the SHA-256, streamed from the file in chunks, must match, before any tensor is
+read; so a refused file costs little and a load allocates at most about the
+file's size. Then every field is validated: unknown or missing metadata keys,
 parameters or tagged-object fields are refused; parameters go through the
 estimator's ``_validate_params`` (and each solver object's); fitted arrays
 must agree with ``n_features_in_`` and with each other, and weights must be
@@ -62,6 +64,7 @@ import secrets
 import struct
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,6 +78,7 @@ FORMAT_VERSION = 2
 MAX_HEADER_BYTES = 1 << 20
 #: Largest total of tensor bytes read (4 GiB; a 4096 x 4096 float64 map is 128 MiB).
 MAX_TENSOR_BYTES = 1 << 32
+_DIGEST_CHUNK = 1 << 22  # bytes hashed at a time when checking a file's digest
 #: Modules whose (BaseEstimator) classes may appear as parameter values.
 SOLVER_MODULES = ("era_sklearn.align", "era_sklearn.adapt")
 #: Modules whose dataclasses may appear in the fitted state (``align_stats_``).
@@ -200,12 +204,21 @@ def _dumps(value, sort_keys=True):
 
 def _digest(metadata, tensors):
     """SHA-256 of the metadata (but ``sha256``) and of every tensor, in name order."""
-    h = hashlib.sha256(_dumps({k: v for k, v in metadata.items() if k != "sha256"}).encode())
+    h = _metadata_hash(metadata)
     for name in sorted(tensors):
         a = tensors[name]
-        h.update(_dumps([name, _DTYPE_CODES[a.dtype], list(a.shape)]).encode())
+        h.update(_tensor_label(name, a.dtype, a.shape))
         h.update(np.ascontiguousarray(a).data)
     return h.hexdigest()
+
+
+def _metadata_hash(metadata):
+    return hashlib.sha256(_dumps({k: v for k, v in metadata.items() if k != "sha256"}).encode())
+
+
+def _tensor_label(name, dtype, shape):
+    """What the digest hashes before a tensor's bytes: its name, dtype code and shape."""
+    return _dumps([name, _DTYPE_CODES[np.dtype(dtype)], list(shape)]).encode()
 
 
 class _Encoder:
@@ -324,19 +337,20 @@ def load_adapter(cls, path):
                     "convert_legacy_adapter)")
         raise FileNotFoundError(f"No adapter file at {path}{hint}.")
     try:
+        # Cheapest first, so a refused file costs little: the header and the JSON state
+        # (bounded by MAX_HEADER_BYTES), then the digest streamed from the file in
+        # chunks, and only then the tensors themselves (about the file's size).
         specs, metadata = _read_header(path)
         _check_metadata(metadata, cls, path)
-        tensors = _read_tensors(path, specs)
-        if _digest(metadata, tensors) != metadata["sha256"]:
-            raise _Invalid("its content does not match the sha256 recorded when it was saved "
-                           "(damaged or edited after saving)")
-        decoder = _Decoder(cls, tensors)
         state = {"params": _loads(metadata["params"], "params"),
                  "attributes": _loads(metadata["attributes"], "attributes")}
+        _check_all_referenced(specs, state)
+        if _file_digest(path, metadata, specs) != metadata["sha256"]:
+            raise _Invalid("its content does not match the sha256 recorded when it was saved "
+                           "(damaged or edited after saving)")
+        tensors = _read_tensors(path, specs)
+        decoder = _Decoder(cls, tensors)
         est = decoder.estimator(state, "")
-        unused = sorted(set(tensors) - decoder.used)
-        if unused:
-            raise _Invalid(f"tensors {unused[:5]} are not referenced by the metadata")
     except _Refused:
         raise
     except _CONTENT_ERRORS as exc:
@@ -396,10 +410,17 @@ def _read_header(path):
     metadata = header.pop("__metadata__", None)
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Invalid("its header has no __metadata__ of strings (not written by save?)")
-    return _check_tensor_table(header, size - 8 - n), metadata
+    return _check_tensor_table(header, 8 + n, size - 8 - n), metadata
 
 
-def _check_tensor_table(table, data_size):
+class _TensorSpec(NamedTuple):
+    dtype: type
+    shape: tuple
+    start: int  # byte offset of the tensor's data in the file
+    nbytes: int
+
+
+def _check_tensor_table(table, data_start, data_size):
     """Each tensor's dtype, shape and offsets; together they must tile the data exactly."""
     specs, end_of_previous = {}, 0
     for name, spec in sorted(table.items(), key=lambda kv: _offsets(kv)[0]):
@@ -416,7 +437,7 @@ def _check_tensor_table(table, data_size):
             raise _Invalid(f"tensor {name!r} declares shape {shape} ({nbytes} bytes) at offsets "
                            f"[{start}, {end}] of a {data_size}-byte data section")
         end_of_previous = end
-        specs[name] = (dtype, tuple(shape))
+        specs[name] = _TensorSpec(dtype, tuple(shape), data_start + start, nbytes)
     if end_of_previous != data_size:
         raise _Invalid(f"its tensors cover {end_of_previous} of {data_size} data bytes")
     if data_size > MAX_TENSOR_BYTES:
@@ -470,22 +491,72 @@ def _check_metadata(metadata, cls, path):
         raise _Invalid("versions is not an object of strings")
 
 
-def _read_tensors(path, specs):
-    """Every tensor, through safetensors' own reader, checked against the table read above."""
-    from safetensors import SafetensorError, safe_open
+def _check_all_referenced(specs, state):
+    """Refuse tensors that no ``__ndarray__`` tag names, before any tensor is read.
 
+    Decoding later checks each reference itself (the tensor exists and is used
+    once); every tagged object decodes all its values or is refused, so a tensor
+    named here is one that decoding uses.
+    """
+    unreferenced = sorted(set(specs) - _tensor_references(state))
+    if unreferenced:
+        raise _Invalid(f"tensors {unreferenced[:5]} are not referenced by the metadata")
+
+
+def _tensor_references(value):
+    """Every string under an ``__ndarray__`` key anywhere in decoded JSON."""
+    names, stack = set(), [value]
+    while stack:  # no recursion: nesting depth is the file's choice
+        v = stack.pop()
+        if isinstance(v, dict):
+            if isinstance(v.get("__ndarray__"), str):
+                names.add(v["__ndarray__"])
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return names
+
+
+def _file_digest(path, metadata, specs):
+    """:func:`_digest` of the tensors as stored in ``path``, hashed in bounded chunks.
+
+    Nothing of the data section is kept, so a damaged or edited file is refused
+    with memory growth of one chunk, whatever size its table declares.
+    """
+    h = _metadata_hash(metadata)
+    buffer = memoryview(bytearray(_DIGEST_CHUNK))
+    with open(path, "rb") as f:
+        for name in sorted(specs):
+            spec = specs[name]
+            h.update(_tensor_label(name, spec.dtype, spec.shape))
+            f.seek(spec.start)
+            left = spec.nbytes
+            while left:
+                n = f.readinto(buffer[: min(left, _DIGEST_CHUNK)])
+                if not n:
+                    raise _Invalid("it is shorter than its tensor table says (truncated while "
+                                   "reading?)")
+                h.update(buffer[:n])
+                left -= n
+    return h.hexdigest()
+
+
+def _read_tensors(path, specs):
+    """Every tensor, read straight into its own array (the table is checked already).
+
+    Plain reads into preallocated arrays hold the data once. (safetensors' reader
+    maps the file and copies each tensor out of the mapping; the mapped pages
+    count as resident memory too, so a load peaked at twice the file's size.)
+    """
     tensors = {}
-    try:
-        with safe_open(path, framework="numpy") as f:
-            if set(f.keys()) != set(specs):
-                raise _Invalid("its tensor table changed while reading")
-            for name, (dtype, shape) in specs.items():
-                a = f.get_tensor(name)
-                if a.dtype != dtype or a.shape != shape:
-                    raise _Invalid(f"tensor {name!r} changed while reading")
-                tensors[name] = a
-    except (SafetensorError, OSError) as exc:
-        raise _Invalid(f"safetensors could not read it ({exc})") from None
+    with open(path, "rb") as f:
+        for name, spec in specs.items():
+            a = np.empty(spec.shape, dtype=np.dtype(spec.dtype).newbyteorder("<"))
+            f.seek(spec.start)
+            if f.readinto(memoryview(a.reshape(-1)).cast("B")) != spec.nbytes:
+                raise _Invalid(f"tensor {name!r} is shorter than its table entry (truncated "
+                               "while reading?)")
+            tensors[name] = a
     return tensors
 
 

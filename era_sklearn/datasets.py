@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,52 +147,111 @@ def query_text(instruction, query):
     return f"{instruction} {query}" if instruction else query
 
 
-def _read_jsonl(path):
-    """JSON objects of a jsonl file, one per non-blank line.
+# errors="surrogateescape" turns each byte that is not UTF-8 into one of these
+# characters, which valid UTF-8 never decodes to: finding one names the line.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
-    ``utf-8-sig`` drops a byte-order mark (editors on Windows write one), which
-    would otherwise make the first line invalid JSON.
+
+def _text_lines(path, newline=None):
+    """``(line number, line)`` of a UTF-8 text file, a byte-order mark dropped.
+
+    ``utf-8-sig`` drops the mark (editors on Windows write one), which would otherwise
+    make the first line invalid. A byte that is not UTF-8 is a ValueError naming the
+    file and line (Python's UnicodeDecodeError names neither).
     """
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=newline) as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {lineno} is not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} line {lineno} is not a JSON object.")  # noqa: TRY004 (bad file content)
-            yield lineno, row
+            bad = _NOT_UTF8.search(line)
+            if bad:
+                raise ValueError(
+                    f"{path} line {lineno} is not UTF-8 text (byte 0x{ord(bad.group()) - 0xDC00:02x} "
+                    f"at character {bad.start() + 1}); convert the file to UTF-8."
+                )
+            yield lineno, line
 
 
-def _field(row, key, path, lineno):
+def _read_jsonl(path):
+    """``(line number, JSON object)`` of a jsonl file, one per non-blank line."""
+    for lineno, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {lineno} is not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} line {lineno} is not a JSON object.")  # noqa: TRY004 (bad file content)
+        yield lineno, row
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Numbered records of one jsonl file (``unit="line"``) or hub split (``unit="row"``)."""
+
+    source: str
+    unit: str
+    numbered: Iterable
+
+    def located(self):
+        """``(number, record, "<source> <unit> <number>")`` of every record."""
+        for n, row in self.numbered:
+            yield n, row, f"{self.source} {self.unit} {n}"
+
+    def id_map(self, triples):
+        """``{id: value}`` of ``(number, id, value)`` triples; a repeated id is an error."""
+        out, first = {}, {}
+        for n, key, value in triples:
+            if key in out:
+                raise ValueError(
+                    f"{self.source} {self.unit} {n} repeats the id {key!r} of {self.unit} "
+                    f"{first[key]}; ids must be unique."
+                )
+            out[key], first[key] = value, n
+        return out
+
+
+def _field(row, key, where):
     if key not in row:
-        raise ValueError(f"{path} line {lineno} has no {key!r} field.")
+        raise ValueError(f"{where} has no {key!r} field.")
     return row[key]
 
 
-def _id_map(pairs, path):
-    """``{id: value}`` of ``(lineno, id, value)`` triples; a repeated id is an error."""
-    out, first_line = {}, {}
-    for lineno, key, value in pairs:
-        if key in out:
-            raise ValueError(
-                f"{path} line {lineno} repeats the id {key!r} of line {first_line[key]}; "
-                "ids must be unique."
-            )
-        out[key], first_line[key] = value, lineno
-    return out
+def _id_field(row, key, where):
+    """An id: a string, or an integer read as its decimal string (never null or a float)."""
+    value = _field(row, key, where)
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise ValueError(f"{where}: {key!r} must be a string or an integer id, got {value!r:.60}.")
 
 
-def _grade(text, where):
+def _text_field(row, key, where, *, optional=False):
+    """A text: a string; with ``optional``, a missing or null one is the empty string."""
+    value = row.get(key) if optional else _field(row, key, where)
+    if optional and value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(  # noqa: TRY004 (bad file content)
+            f"{where}: {key!r} must be a string, got {type(value).__name__} {value!r:.60}."
+        )
+    return value
+
+
+# A decimal number as trec_eval and BEIR write grades; float() would also take "1_0" (10),
+# non-ASCII digits and padding. inf and nan pass here to be refused as not finite.
+_GRADE = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)",
+                    re.ASCII | re.IGNORECASE)
+
+
+def _grade(value, where):
     """A relevance grade: an int, or a float when the file gives a fractional one."""
+    if isinstance(value, str) and not _GRADE.fullmatch(value.strip()):
+        raise ValueError(f"{where}: grade {value!r} is not a number.")
     try:
-        grade = float(text)
+        grade = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: grade {text!r} is not a number.") from None
+        raise ValueError(f"{where}: grade {value!r} is not a number.") from None
     if not math.isfinite(grade):
-        raise ValueError(f"{where}: grade {text!r} is not finite.")
+        raise ValueError(f"{where}: grade {value!r} is not finite.")
     return int(grade) if grade.is_integer() else grade
 
 
@@ -214,8 +275,7 @@ def _read_qrels_tsv(path):
     Fields are split on tabs only: BEIR's TSV has no quoting, so a ``"`` is part
     of an id (the csv module would read it as a quote and merge lines).
     """
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+    lines = [line.rstrip("\r\n") for _, line in _text_lines(path, newline="")]
     if not lines or [name.strip() for name in lines[0].split("\t")] != list(_QRELS_COLUMNS):
         found = lines[0] if lines else "an empty file"
         raise ValueError(
@@ -254,15 +314,20 @@ def _read_qrels_tsv(path):
     return qrels
 
 
-def _document_text(row, file, lineno):
-    return f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+def _document_text(row, where):
+    title = _text_field(row, "title", where, optional=True)
+    return f"{title} {_text_field(row, 'text', where, optional=True)}".strip()
+
+
+def _query_text(row, where):
+    return _text_field(row, "text", where)
 
 
 def _beir_texts(file, text_of):
-    """``{_id: text_of(row, file, lineno)}`` of a BEIR jsonl file; ids present and unique."""
-    rows = _read_jsonl(file)
-    return _id_map(
-        ((n, str(_field(row, "_id", file, n)), text_of(row, file, n)) for n, row in rows), file
+    """``{_id: text_of(row, where)}`` of a BEIR jsonl file; ids present and unique."""
+    records = _Records(str(file), "line", _read_jsonl(file))
+    return records.id_map(
+        (n, _id_field(row, "_id", where), text_of(row, where)) for n, row, where in records.located()
     )
 
 
@@ -297,9 +362,15 @@ def load_beir(path, split="test", *, all_queries=False):
     Raises
     ------
     ValueError
-        If a file is malformed: invalid JSON, a missing field, a repeated id, a
-        qrels file without its header, without judgements, or with a grade that
-        is not a finite number.
+        Naming the file and line, if a file is malformed: not UTF-8, invalid
+        JSON, a missing field, an id that is neither a string nor an integer, a
+        query text that is not a string (a title or document text may also be
+        missing or null), a repeated id, a qrels file without its header,
+        without judgements, or with a grade that is not a finite decimal number
+        (``1_0``, which Python's ``float`` reads as 10, is refused). Errors, not
+        conversions: each says the file is not what its format promises, and a
+        guess (``5`` as the text ``"5"``, ``null`` as ``""``, ``1_0`` as 10)
+        would train and evaluate on data nobody wrote.
 
     Examples
     --------
@@ -320,7 +391,7 @@ def load_beir(path, split="test", *, all_queries=False):
     """
     path = Path(path)
     corpus = _beir_texts(path / "corpus.jsonl", _document_text)
-    queries = _beir_texts(path / "queries.jsonl", lambda row, file, n: _field(row, "text", file, n))
+    queries = _beir_texts(path / "queries.jsonl", _query_text)
     qrels = _read_qrels_tsv(path / "qrels" / f"{split}.tsv")
     return RetrievalDataset(corpus, _keep_judged(queries, qrels, all_queries), qrels)
 
@@ -404,10 +475,10 @@ def _mair_local_dirs(root, task):
 
 def _mair_rows_local(root, task, split):
     qdir, ddir = _mair_local_dirs(Path(root), task)
-    docs_file = ddir / f"{_mair_docs_split(split)}.jsonl"
+    query_file, docs_file = qdir / f"{split}.jsonl", ddir / f"{_mair_docs_split(split)}.jsonl"
     return (
-        (row for _, row in _read_jsonl(qdir / f"{split}.jsonl")),
-        (row for _, row in _read_jsonl(docs_file)),
+        _Records(str(query_file), "line", _read_jsonl(query_file)),
+        _Records(str(docs_file), "line", _read_jsonl(docs_file)),
     )
 
 
@@ -419,22 +490,37 @@ def _mair_rows_hub(task, split, cache_dir):
             "Loading MAIR from the Hugging Face hub needs the `datasets` package "
             "(pip install datasets); or pass a local folder of MAIR's jsonl files."
         ) from e
-    queries = load_dataset("MAIR-Bench/MAIR-Queries", task, split=split, cache_dir=cache_dir)
-    docs = load_dataset(
-        "MAIR-Bench/MAIR-Docs", task, split=_mair_docs_split(split), cache_dir=cache_dir
-    )
-    return queries, docs
+    out = []
+    for repo, part in (("MAIR-Queries", split), ("MAIR-Docs", _mair_docs_split(split))):
+        rows = load_dataset(f"MAIR-Bench/{repo}", task, split=part, cache_dir=cache_dir)
+        out.append(_Records(f"MAIR-Bench/{repo} {task}/{part}", "row", enumerate(rows, 1)))
+    return tuple(out)
 
 
-def _mair_labels(labels, qid, fractional):
-    # Early MAIR releases stored labels as a JSON string with "relevance" grades.
-    if isinstance(labels, str):
-        labels = json.loads(labels)
-    where = f"MAIR query {qid!r}"
-    grades = {
-        str(lab["id"]): _grade(lab.get("score", lab.get("relevance", 1)), where) for lab in labels
-    }
-    fractional.extend(f"{where}: {g}" for g in grades.values() if isinstance(g, float))
+def _mair_labels(row, where, fractional):
+    """``{doc id: grade > 0}`` of a query's ``labels``: a list of ``{"id", "score"}`` objects."""
+    labels = row.get("labels")
+    if labels is None:
+        return {}
+    if isinstance(labels, str):  # early MAIR releases: the list as a JSON string
+        try:
+            labels = json.loads(labels)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: 'labels' is a string but not valid JSON ({e}).") from None
+    if not isinstance(labels, list):
+        raise ValueError(  # noqa: TRY004 (bad file content)
+            f"{where}: 'labels' must be a list of {{\"id\", \"score\"}} objects, "
+            f"got {type(labels).__name__} {labels!r:.60}."
+        )
+    grades = {}
+    for i, label in enumerate(labels):
+        at = f"{where} labels[{i}]"
+        if not isinstance(label, dict):
+            raise ValueError(f"{at} is not an object with an 'id' and a 'score'.")  # noqa: TRY004
+        grade = _grade(label.get("score", label.get("relevance", 1)), at)  # early: "relevance"
+        if isinstance(grade, float):
+            fractional.append(f"{at}: {grade}")
+        grades[_id_field(label, "id", at)] = grade
     return {doc: g for doc, g in grades.items() if g > 0}
 
 
@@ -468,6 +554,21 @@ def load_mair(path_or_name, task=None, *, split="queries", all_queries=False, ca
     RetrievalDataset
         Ids as strings, ``queries`` without instruction, ``instructions`` filled.
 
+    Raises
+    ------
+    ValueError
+        Naming the file and line (for the hub: the split and row), if a record
+        lacks its ``id``, ``doc``, ``qid`` or ``query``, or a label its ``id``;
+        if an id is neither a string nor an integer, ``doc`` or ``query`` is not
+        a string, or ``instruction`` is neither a string nor missing / null; if
+        ``labels`` is not a list of objects (or that list as a JSON string, as
+        early releases wrote it) or a grade is not a finite number; if a doc id
+        or a qid repeats (a later record would silently replace the first); or
+        if a file is not UTF-8 jsonl. Errors rather than conversions, for the
+        reason given in :func:`load_beir`.
+    FileNotFoundError
+        If ``path_or_name`` names a folder that does not exist.
+
     Examples
     --------
     >>> import json, tempfile
@@ -487,12 +588,19 @@ def load_mair(path_or_name, task=None, *, split="queries", all_queries=False, ca
         query_rows, doc_rows = _mair_rows_hub(str(path_or_name), split, cache_dir)
     else:
         raise FileNotFoundError(f"No MAIR folder at {str(path_or_name)!r}.")
-    corpus = {str(row["id"]): row["doc"] for row in doc_rows}
-    queries, instructions, qrels, fractional = {}, {}, {}, []
-    for row in query_rows:
-        qid = str(row["qid"])
-        queries[qid], instructions[qid] = row["query"], row.get("instruction") or ""
-        if labels := _mair_labels(row.get("labels") or [], qid, fractional):
+    corpus = doc_rows.id_map(
+        (n, _id_field(row, "id", where), _text_field(row, "doc", where))
+        for n, row, where in doc_rows.located()
+    )
+    fractional, qrels = [], {}
+    rows = query_rows.id_map(
+        (n, _id_field(row, "qid", where), (row, where)) for n, row, where in query_rows.located()
+    )
+    queries, instructions = {}, {}
+    for qid, (row, where) in rows.items():
+        queries[qid] = _text_field(row, "query", where)
+        instructions[qid] = _text_field(row, "instruction", where, optional=True)
+        if labels := _mair_labels(row, where, fractional):
             qrels[qid] = labels
     _warn_fractional(fractional, f"MAIR task {task or path_or_name}", stacklevel=2)
     queries = _keep_judged(queries, qrels, all_queries)
@@ -533,8 +641,7 @@ def shared_dir():
 
 
 def _read_ids(path):
-    # utf-8-sig: a byte-order mark would otherwise become part of the first id.
-    return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    return [line.rstrip("\n") for _, line in _text_lines(path)]
 
 
 def _load_matrix(path, n_rows, ids_path):
@@ -569,7 +676,8 @@ def load_embeddings(root, encoder, *, dataset=None):
     Raises
     ------
     ValueError
-        If a matrix's row count differs from its id file's length.
+        If a matrix's row count differs from its id file's length, or an id
+        file is not UTF-8 (the message names its line).
 
     Examples
     --------

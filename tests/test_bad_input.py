@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
 
 from era_sklearn import Corpus, ERAAdapter
-from era_sklearn.adapt import Contrastive, Ridge
+from era_sklearn.adapt import Contrastive, Ridge, Softmax
+from era_sklearn.align import Procrustes
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 8))
@@ -114,6 +116,22 @@ CASES = [
     Case("hybrid_narrow", "hybrid=True, X not wider than y",
          lambda: ERAAdapter(hybrid=True).fit_align(X[:, :4], Y),
          ValueError, "hybrid=True needs X = [query-encoder embedding, document-encoder"),
+    Case("hybrid_tail_not_y", "hybrid=True, X's last block not y (fit_align)",
+         lambda: ERAAdapter(hybrid=True).fit_align(np.hstack([X, X[:, 4:]]), Y),
+         ValueError, "hybrid=True: the last 4 columns of X should be the document encoder's"),
+    Case("hybrid_tail_not_y_stream", "hybrid=True, X's last block not y (partial_fit_align)",
+         lambda: ERAAdapter(hybrid=True).partial_fit_align(np.hstack([X, X[:, 4:]]), Y),
+         ValueError, "hybrid=True: the last 4 columns of X should be the document encoder's"),
+    Case("nested_on_solver_name", "set_params(adapt__lam=1.0) with adapt='softmax' (default)",
+         lambda: ERAAdapter().set_params(adapt__lam=1.0),
+         ValueError, "Cannot set adapt__lam: adapt is the solver name 'softmax', which has no "
+                     "parameters of its own. Pass the solver object with the setting instead: "
+                     "adapt=Softmax(lam=...)"),
+    Case("nested_on_solver_name_grid",
+         "GridSearchCV grid {'align__center': [True, False]} with align='procrustes' (default)",
+         lambda: GridSearchCV(ERAAdapter(), {"align__center": [True, False]}, cv=2).fit(X, Y),
+         ValueError, "in a GridSearchCV grid, search over the objects: "
+                     "{'align': [Procrustes(center=v) for v in values]}"),
     Case("unknown_param", "unknown parameter ERAAdapter().set_params(alhpa=1)",
          lambda: ERAAdapter().set_params(alhpa=1),
          ValueError, "Invalid parameter 'alhpa' for estimator ERAAdapter()"),
@@ -203,3 +221,31 @@ def test_failed_fit_align_keeps_the_previous_map(align):
     np.testing.assert_array_equal(adapter.align_coef_, before)
     np.testing.assert_array_equal(adapter.transform(X[:3]), ERAAdapter(align=align)
                                   .fit_align(X, Y).transform(X[:3]))
+
+
+def test_refused_hybrid_chunk_leaves_the_stream_unchanged():
+    """Issue 17: partial_fit_align took a hybrid chunk whose last block is not y; refused now,
+    before it reaches the accumulated statistics."""
+    Xh = np.hstack([X, Y])
+    adapter = ERAAdapter(hybrid=True).partial_fit_align(Xh[:20], Y[:20])
+    with pytest.raises(ValueError, match="the last 4 columns of X should be"):
+        adapter.partial_fit_align(np.hstack([X[20:], X[20:, 4:]]), Y[20:])
+    adapter.partial_fit_align(Xh[20:], Y[20:])
+    # The same two good chunks without the refused one in between: the same operations.
+    clean = ERAAdapter(hybrid=True).partial_fit_align(Xh[:20], Y[:20])
+    clean.partial_fit_align(Xh[20:], Y[20:])
+    np.testing.assert_array_equal(adapter.align_coef_, clean.align_coef_)
+
+
+def test_nested_keys_on_solver_objects_still_work():
+    """The refusal is only for solver names: objects take nested keys, in a grid too, and
+    get_params still reports the names as given."""
+    assert ERAAdapter().get_params()["adapt"] == "softmax"
+    est = ERAAdapter(align=Procrustes(), adapt=Softmax())
+    est.set_params(align__center=True, adapt__temperature=0.1)
+    assert est.align.center is True and est.adapt.temperature == 0.1
+    # A top-level object and its nested key in one call: the object is set first.
+    assert ERAAdapter().set_params(align=Procrustes(), align__center=True).align.center is True
+    search = GridSearchCV(ERAAdapter(align=Procrustes(), adapt=Ridge(alpha=1.0)),
+                          {"align__center": [True, False]}, cv=2).fit(X, Y)
+    assert search.best_params_["align__center"] in (True, False)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sys
 import urllib.error
 import zipfile
@@ -115,6 +116,9 @@ def test_load_beir_keeps_fractional_grades(tmp_path):
         ("query-id\tcorpus-id\tscore\nq1\td1\n", "line 2 has 2 tab-separated fields, not 3"),
         ("query-id\tcorpus-id\tscore\nq1\td1\tone\n", "line 2: grade 'one' is not a number"),
         ("query-id\tcorpus-id\tscore\nq1\td1\tnan\n", "line 2: grade 'nan' is not finite"),
+        # Issue 17: Python's float() reads "1_0" as 10 and "١" (Arabic-Indic one) as 1.
+        ("query-id\tcorpus-id\tscore\nq1\td1\t1_0\n", "line 2: grade '1_0' is not a number"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t\u0661\n", "line 2: grade '\u0661' is not a number"),
     ],
 )
 def test_load_beir_refuses_qrels_it_cannot_read(tmp_path, text, message):
@@ -155,6 +159,12 @@ def test_load_beir_warns_about_conflicting_grades(tmp_path):
         ("corpus.jsonl", [{"title": "no id"}], "line 1 has no '_id' field"),
         ("queries.jsonl", [{"_id": "q1"}], "line 1 has no 'text' field"),
         ("queries.jsonl", [["q1", "text"]], "line 1 is not a JSON object"),
+        # Issue 17: these were kept as they were (a query text 5 or None) or as "None".
+        ("queries.jsonl", [{"_id": "q1", "text": 5}], "line 1: 'text' must be a string, got int"),
+        ("queries.jsonl", [{"_id": "q1", "text": None}], "line 1: 'text' must be a string, got No"),
+        ("queries.jsonl", [{"_id": None, "text": "a"}], "line 1: '_id' must be a string or an int"),
+        ("corpus.jsonl", [{"_id": "d1", "title": 5, "text": "a"}], "line 1: 'title' must be a str"),
+        ("corpus.jsonl", [{"_id": 1.5, "text": "a"}], "line 1: '_id' must be a string or an integ"),
     ],
 )
 def test_load_beir_refuses_malformed_jsonl(tmp_path, name, rows, message):
@@ -162,6 +172,32 @@ def test_load_beir_refuses_malformed_jsonl(tmp_path, name, rows, message):
     _write_jsonl(folder / name, rows)
     with pytest.raises(ValueError, match=message):
         load_beir(folder)
+
+
+def test_load_beir_reads_null_or_missing_titles_as_empty(tmp_path):
+    folder = _write_beir(tmp_path, [("q1", "d1", 1)])
+    _write_jsonl(folder / "corpus.jsonl", [{"_id": "d1", "title": None, "text": "a"},
+                                           {"_id": 2, "text": None}, {"_id": "d3", "title": "t"}])
+    assert load_beir(folder).corpus == {"d1": "a", "2": "", "d3": "t"}
+
+
+@pytest.mark.parametrize("name", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
+def test_load_beir_names_the_line_of_bytes_that_are_not_utf8(tmp_path, name):
+    # Issue 17: a UnicodeDecodeError that named neither the file nor the line.
+    folder = _write_beir(tmp_path, [("q1", "d1", 1), ("q1", "d3", 1)])
+    lines = (folder / name).read_bytes().split(b"\n")
+    lines[1] = lines[1][:-2] + b"\xff" + lines[1][-2:]  # a Latin-1 byte in line 2's last field
+    (folder / name).write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=f"{name} line 2 is not UTF-8 text \\(byte 0xff at "):
+        load_beir(folder)
+
+
+def test_load_embeddings_names_the_line_of_bytes_that_are_not_utf8(tmp_path):
+    (tmp_path / "corpus_ids.txt").write_bytes(b"d1\nd\xe92\n")
+    (tmp_path / "query_ids.txt").write_text("q1\n")
+    with pytest.raises(ValueError, match=r"corpus_ids.txt line 2 is not UTF-8 text \(byte 0xe9 at "
+                                         r"character 2\)"):
+        load_embeddings(tmp_path, "enc")
 
 
 def test_load_beir_names_the_line_of_invalid_json(tmp_path):
@@ -268,6 +304,51 @@ def test_load_mair_keeps_fractional_grades(tmp_path):
     _write_jsonl(tmp_path / "docs.jsonl", MAIR_DOCS[:1])
     with pytest.warns(UserWarning, match="1 fractional grade"):
         assert load_mair(tmp_path).qrels == {"q1": {"d1": 0.5}}
+
+
+def _one_label(**fields):
+    return [{"qid": "q1", "query": "cats?", "labels": [{"id": "d1", "score": 1}], **fields}]
+
+
+@pytest.mark.parametrize("queries, docs, message", [
+    # Issue 17: each gave a raw KeyError / TypeError, or was kept.
+    (MAIR_QUERIES, [{"doc": "no id"}], r"docs.jsonl line 1 has no 'id' field"),
+    (MAIR_QUERIES, [{"id": "d1"}], r"docs.jsonl line 1 has no 'doc' field"),
+    (MAIR_QUERIES, [{"id": "d1", "doc": None}], r"docs.jsonl line 1: 'doc' must be a string"),
+    (MAIR_QUERIES, [{"id": None, "doc": "x"}], r"docs.jsonl line 1: 'id' must be a string or"),
+    ([{"query": "cats?"}], MAIR_DOCS, r"queries.jsonl line 1 has no 'qid' field"),
+    ([{"qid": "q1"}], MAIR_DOCS, r"queries.jsonl line 1 has no 'query' field"),
+    (_one_label(query=None), MAIR_DOCS, r"queries.jsonl line 1: 'query' must be a string"),
+    (_one_label(instruction=5), MAIR_DOCS, r"queries.jsonl line 1: 'instruction' must be a str"),
+    (_one_label(labels=[{"score": 1}]), MAIR_DOCS,
+     r"queries.jsonl line 1 labels\[0\] has no 'id' field"),
+    (_one_label(labels={"d1": 1}), MAIR_DOCS,
+     r"queries.jsonl line 1: 'labels' must be a list of \{\"id\", \"score\"\} objects, got dict"),
+    (_one_label(labels=["d1"]), MAIR_DOCS, r"queries.jsonl line 1 labels\[0\] is not an object"),
+    (_one_label(labels="[{"), MAIR_DOCS, r"queries.jsonl line 1: 'labels' is a string but not"),
+    (_one_label(labels=[{"id": "d1", "score": "1_0"}]), MAIR_DOCS,
+     r"queries.jsonl line 1 labels\[0\]: grade '1_0' is not a number"),
+    (MAIR_QUERIES, [*MAIR_DOCS, {"id": "d2", "doc": "again"}],
+     r"docs.jsonl line 4 repeats the id 'd2' of line 2; ids must be unique"),
+    ([*MAIR_QUERIES, {"qid": 7, "query": "again?"}], MAIR_DOCS,
+     r"queries.jsonl line 4 repeats the id '7' of line 2; ids must be unique"),
+], ids=["doc_no_id", "no_doc", "doc_null", "doc_id_null", "no_qid", "no_query", "query_null",
+        "instruction_int", "label_no_id", "labels_dict", "label_not_object", "labels_bad_json",
+        "grade_underscore", "duplicate_doc_id", "duplicate_qid"])  # fmt: skip
+def test_load_mair_refuses_malformed_records(tmp_path, queries, docs, message):
+    _write_jsonl(tmp_path / "queries.jsonl", queries)
+    _write_jsonl(tmp_path / "docs.jsonl", docs)
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}/{message}"):
+        load_mair(tmp_path)
+
+
+def test_load_mair_reads_labels_written_as_json_text(tmp_path):
+    """Early MAIR releases: labels as a JSON string, grades named "relevance"."""
+    _write_jsonl(tmp_path / "queries.jsonl",
+                 _one_label(labels=json.dumps([{"id": "d1", "relevance": 2}]), instruction=None))
+    _write_jsonl(tmp_path / "docs.jsonl", MAIR_DOCS)
+    ds = load_mair(tmp_path)
+    assert ds.qrels == {"q1": {"d1": 2}} and ds.instructions == {"q1": ""}
 
 
 def test_load_mair_task_layouts(tmp_path):

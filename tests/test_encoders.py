@@ -2,6 +2,7 @@
 input checks, batching, the on-disk cache, zero-row warnings, scikit-learn behaviour."""
 
 import pickle
+import re
 import sqlite3
 import threading
 import warnings
@@ -168,13 +169,71 @@ def test_cache_is_keyed_by_model_identity(m2v, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-6)
 
 
-def test_torn_cache_row_is_recomputed(m2v, calls, tmp_path):
-    ref = Model2VecEncoder(m2v, cache_dir=tmp_path).transform(["cats"])
+_INVALID_ROW = r"cached embedding\(s\) in .*embeddings.sqlite3 are invalid"
+
+
+@pytest.mark.parametrize("tamper", [
+    ("UPDATE vectors SET vector = ?", [b"\x80\x04garbage"]),  # torn: 10 bytes for 8 floats
+    ("UPDATE vectors SET vector = ?", [np.full(8, np.nan, "<f4").tobytes()]),
+    ("UPDATE vectors SET vector = ?", [np.r_[np.inf, np.zeros(7)].astype("<f4").tobytes()]),
+    ("UPDATE vectors SET dim = 2, vector = ?", [np.ones(2, "<f4").tobytes()]),  # another width
+], ids=["torn", "nan", "inf", "other_width"])
+def test_invalid_cache_rows_are_recomputed_with_a_warning(m2v, calls, tmp_path, tamper):
+    # Issue 17: NaN rows came back NaN, and rows of another width changed the output's (8 -> 2).
+    ref = Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS)
     with sqlite3.connect(tmp_path / FILENAME) as conn:
-        conn.execute("UPDATE vectors SET vector = ?", [b"\x80\x04garbage"])
+        conn.execute(*tamper)
     calls.clear()
-    np.testing.assert_array_equal(Model2VecEncoder(m2v, cache_dir=tmp_path).transform(["cats"]), ref)
+    with pytest.warns(UserWarning, match=f"{len(TEXTS)} {_INVALID_ROW}.*model's 8-d vectors"):
+        out = Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS)
+    np.testing.assert_array_equal(out, ref)
+    assert calls == [len(TEXTS)]
+    calls.clear()  # the rows were replaced: a fresh read is clean and needs no model call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS), ref)
+    assert calls == []
+
+
+def test_cache_rows_of_a_file_without_recorded_width_are_checked_by_the_commonest(m2v, calls,
+                                                                                  tmp_path):
+    """A file whose width record is gone keeps its good rows: the commonest width is the model's."""
+    ref = Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS)
+    with sqlite3.connect(tmp_path / FILENAME) as conn:
+        conn.execute("DELETE FROM widths")
+        (key,) = conn.execute("SELECT key FROM vectors LIMIT 1").fetchone()
+        conn.execute("UPDATE vectors SET dim = 2, vector = ? WHERE key = ?",
+                     [np.ones(2, "<f4").tobytes(), key])
+    calls.clear()
+    with pytest.warns(UserWarning, match=f"1 {_INVALID_ROW}"):
+        np.testing.assert_array_equal(Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS), ref)
     assert calls == [1]
+
+
+def _damage(path):
+    """Overwrite every page of the SQLite file after the first (its schema) with junk."""
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"these are not the bytes of an SQLite file\n" * 100),
+     "file is not a database"),
+    (_damage, "malformed"),
+    (lambda p: sqlite3.connect(p).execute("CREATE TABLE vectors (x)").connection.commit(),
+     "no such column"),
+], ids=["not_sqlite", "damaged", "other_schema"])
+def test_unusable_cache_file_is_a_value_error_naming_it(m2v, tmp_path, make, message):
+    # Issue 17: a raw sqlite3.DatabaseError that did not say which file.
+    if make is _damage:
+        Model2VecEncoder(m2v, cache_dir=tmp_path).transform([f"cats {i}" for i in range(300)])
+        assert (tmp_path / FILENAME).stat().st_size > 3 * 4096
+    make(tmp_path / FILENAME)
+    file = re.escape(str(tmp_path / FILENAME))
+    with pytest.raises(ValueError, match=f"embedding cache {file} cannot be used: .*{message}"
+                                         ".*delete it or pass another cache_dir"):
+        Model2VecEncoder(m2v, cache_dir=tmp_path).transform(TEXTS)
 
 
 def test_cache_is_safe_under_concurrent_use(m2v, tmp_path):

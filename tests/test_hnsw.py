@@ -3,6 +3,7 @@
 import json
 import os
 import textwrap
+import tracemalloc
 
 import joblib
 import numpy as np
@@ -288,7 +289,7 @@ def test_exact_index_add_and_chunking(docs):
 # --- hardening (issue 13) ------------------------------------------------------------
 
 
-def _run_isolated(code):
+def _run_isolated(code, timeout=120):
     """Run ``code`` in a fresh interpreter: a segfault fails the test, not the test run."""
     import subprocess
     import sys
@@ -298,7 +299,7 @@ def _run_isolated(code):
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        check=False, cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        check=False, cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
@@ -398,6 +399,50 @@ def test_load_keeps_str_ids_from_being_truncated(tmp_path):
     _edit_meta(path, ids_dtype="<U2")
     with pytest.raises(ValueError, match="do not fit ids_dtype '<U2'"):
         HNSWIndex.load(path)
+
+
+@pytest.mark.parametrize("width", [2_000_000, 50_000_000])
+def test_load_does_not_pad_str_ids_to_an_edited_width(tmp_path, width):
+    # Issue 17: ids_dtype "<U2000000" made 200 ids take 1.5 GB, "<U50000000" a MemoryError.
+    ids = [f"doc-{i}" for i in range(200)]
+    path, _ = _saved(tmp_path, ids=ids, n=200)
+    _edit_meta(path, ids_dtype=f"<U{width}")
+    tracemalloc.start()
+    try:
+        loaded = HNSWIndex.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.ids_.tolist() == ids and loaded.ids_.dtype == np.dtype("<U7")  # "doc-199"
+    assert peak < 2**24, peak  # the padded array would take 200 * width * 4 bytes
+
+
+@pytest.mark.skipif(not (hasattr(os, "mkfifo") and os.path.exists("/dev/zero")), reason="POSIX")
+@pytest.mark.parametrize("name", ["meta.json", "index.hnsw"])
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_load_refuses_files_that_are_not_regular(tmp_path, name, kind):
+    # Issue 17: a meta.json FIFO made load hang, a symlink to /dev/zero read until MemoryError.
+    # Run in a child bounded in time and address space, so that neither can stall the suite.
+    path, _ = _saved(tmp_path)
+    (path / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(path / name)
+    else:
+        os.symlink("/dev/zero", path / name)
+    done = _run_isolated(
+        f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        from era_sklearn import HNSWIndex
+        try:
+            HNSWIndex.load({str(path)!r})
+        except ValueError as e:
+            print("refused:", e)
+        """,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"refused: {path / name} is not a regular file" in done.stdout
 
 
 def _edit_index(path, offset, value, fmt="<I"):

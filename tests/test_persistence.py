@@ -341,15 +341,17 @@ def test_resigned_flag_flip_loads_as_the_adapter_it_describes(saved):
     (lambda a: a.update(get_params_=1), None),  # a new public name is allowed: checked below
     (lambda a: a.update(normalize_output_=True), None),
     (lambda a: a.update(_secret=1), "'_secret' is not a fitted attribute name"),
-    (lambda a: a.update(coef_={"__ndarray__": "intercept_"}), "already used tensor 'intercept_'"),
-    (lambda a: a.update(coef_={"__ndarray__": "nowhere"}), "missing or already used tensor"),
+    # coef_'s tensor is then referenced nowhere: refused before any tensor is read.
+    (lambda a: a.update(coef_={"__ndarray__": "intercept_"}), r"tensors \['coef_'\] are not ref"),
+    (lambda a: a.update(x_={"__ndarray__": "coef_"}), "already used tensor 'coef_'"),
+    (lambda a: a.update(x_={"__ndarray__": "nowhere"}), "missing or already used tensor"),
     (lambda a: a.update(coef_={"__ndarray__": "coef_", "x": 1}), "must have exactly the keys"),
     (lambda a: a.update(x_={"__dtype__": "object"}), "is the dtype 'object'"),
     (lambda a: a.update(x_={"__float__": "1e999"}), "is the float '1e999'"),
     (lambda a: a.update(x_={"__dataclass__": "Popen", "module": "subprocess", "fields": {}}),
      "class subprocess.Popen is not allowed"),
 ], ids=["n_features_in", "n_features_out", "method_name", "new_public_1", "new_public_2",
-        "private_name", "swapped_tensor", "missing_tensor", "extra_tag_key", "bad_dtype",
+        "private_name", "swapped_tensor", "reused_tensor", "missing_tensor", "extra_tag_key", "bad_dtype",
         "bad_float", "foreign_dataclass"])
 def test_edited_fitted_attributes_are_validated(saved, edit, message):
     path, est, X = saved
@@ -553,6 +555,17 @@ _MEASURE = textwrap.dedent("""
 """)
 
 
+def _memory_growth(files):
+    """``{case: [MB, error or None]}`` of loading each file, measured by _MEASURE in a child."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, json.dumps({k: str(v) for k, v in files.items()})],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    growth = json.loads(result.stdout.splitlines()[-1])
+    print({k: round(v[0], 1) for k, v in growth.items()})  # MB; shown with pytest -s
+    assert growth.pop("control_300MB")[0] > 250  # the probe sees a real allocation
+    return growth
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures with Linux /proc")
 def test_hostile_files_are_refused_in_bounded_memory(saved, tmp_path):
     """Issue 12: a 1 MB hostile file drove 0.1's load to 1.1 GB. Measured here in a subprocess
@@ -560,17 +573,68 @@ def test_hostile_files_are_refused_in_bounded_memory(saved, tmp_path):
     that the probe sees a real allocation."""
     files = _hostile_files(tmp_path, saved[0])
     assert all(p.stat().st_size < 2**21 for p in files.values())  # all small files
-    result = subprocess.run(
-        [sys.executable, "-c", _MEASURE, json.dumps({k: str(v) for k, v in files.items()})],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    growth = json.loads(result.stdout.splitlines()[-1])
-    print({k: round(v[0], 1) for k, v in growth.items()})  # MB; shown with pytest -s
-    assert growth.pop("control_300MB")[0] > 250
+    growth = _memory_growth(files)
     for case, (mb, error) in growth.items():
         assert error is not None, case  # every hostile file is refused ...
         assert mb < 40, (case, mb)  # ... without a large allocation
     assert "convert_legacy_adapter" in growth["legacy_zip_bomb/load"][1]
     assert "is compressed" in growth["legacy_zip_bomb/convert"][1]
+
+
+PADDING_BYTES = 256 * 2**20
+
+
+def _padded_file(path, saved_path, *, referenced, resign):
+    """The saved adapter plus a 256 MiB zero tensor left as a hole: a few kB on disk.
+
+    ``referenced`` names the tensor in an inert extra fitted attribute ``padding_`` (so only
+    the digest can refuse the file); ``resign`` recomputes the digest (a valid file when
+    referenced, else one that only the "unreferenced tensor" check refuses).
+    """
+    meta = _metadata(saved_path)
+    with safe_open(saved_path, framework="numpy") as f:
+        arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    if referenced:
+        attributes = json.loads(meta["attributes"])
+        attributes["padding_"] = {"__ndarray__": "padding"}
+        meta["attributes"] = json.dumps(attributes)
+    if resign:
+        meta["sha256"] = _persistence._digest(
+            meta, {**arrays, "padding": np.zeros(PADDING_BYTES // 8)})
+    table, data = {}, b""
+    for name, a in arrays.items():
+        table[name] = {"dtype": _persistence._DTYPE_CODES[a.dtype], "shape": list(a.shape),
+                       "data_offsets": [len(data), len(data) + a.nbytes]}
+        data += a.tobytes()
+    table["padding"] = {"dtype": "F64", "shape": [PADDING_BYTES // 8],
+                        "data_offsets": [len(data), len(data) + PADDING_BYTES]}
+    _raw_safetensors(path, {"__metadata__": meta, **table}, data)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size + PADDING_BYTES)  # the hole reads as zeros
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures with Linux /proc")
+def test_large_files_cost_what_they_hold(saved, tmp_path):
+    """Issue 17: a sparse file with one extra tensor was read whole, twice over, before the
+    "unreferenced tensor" and sha256 checks refused it. Those checks now run before any tensor
+    is read (the digest streamed in chunks), and a valid load peaks at about the file's size
+    (docs/persistence.md), not twice it (safetensors' reader mapped the file and copied it)."""
+    files = {
+        "unreferenced": _padded_file(tmp_path / "u", saved[0], referenced=False, resign=True),
+        "edited": _padded_file(tmp_path / "e", saved[0], referenced=True, resign=False),
+        "valid": _padded_file(tmp_path / "v", saved[0], referenced=True, resign=True),
+    }
+    growth = _memory_growth(files)
+    assert "tensors ['padding'] are not referenced" in growth["unreferenced/load"][1]
+    assert "does not match the sha256" in growth["edited/load"][1]
+    assert growth["unreferenced/load"][0] < 40 and growth["edited/load"][0] < 40, growth
+    mb, error = growth["valid/load"]
+    file_mb = files["valid"].stat().st_size / 2**20
+    assert error is None and 0.9 * file_mb < mb < 1.1 * file_mb, (mb, file_mb)
+    loaded = ERAAdapter.load(files["valid"])
+    assert loaded.padding_.shape == (PADDING_BYTES // 8,) and not loaded.padding_.any()
+    np.testing.assert_array_equal(loaded.transform(saved[2]), saved[1].transform(saved[2]))
 
 
 def test_crash_mid_save_leaves_existing_file_intact(saved, monkeypatch):
