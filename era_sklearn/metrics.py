@@ -1,11 +1,13 @@
 """Ranking metrics and retrieval scoring.
 
 The ranking metrics follow the conventions of ``trec_eval`` (as exposed by
-``ir_measures`` as ``nDCG@k``, ``R@k`` and ``RR``) on dense score matrices, and
+``ir_measures`` as ``nDCG@k``, ``R@k`` and ``RR``) on dense score matrices;
+:func:`ranking_score` computes them on ranked results (the ids a search
+returns, with or without scores, in trec_eval's own tie order), and
 :func:`retrieval_score` / :func:`make_retrieval_scorer` turn them into a
 single number for model selection of query-to-document adapters.
 
-Conventions shared by all ranking metrics:
+Conventions shared by the dense ranking metrics:
 
 * ``scores[i, j]`` is the score of document ``j`` for query ``i``; higher is
   better.
@@ -28,9 +30,11 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
+from . import _gains
 from ._corpus import match_targets
+from ._ranked_results import ranked_gains
 
-__all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
+__all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "ranking_score", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
 # Cap on the number of cells of a (queries x documents) block held at once:
 # about 32 MB per float64 temporary, whatever the matrix size.
@@ -210,11 +214,6 @@ def qrels_to_matrix(qrels, query_ids, doc_ids):
 # ----------------------------------------------------------------------------
 
 
-def _discount(k):
-    # rank r (1-based) is discounted by log2(r + 1).
-    return 1.0 / np.log2(np.arange(2, k + 2))
-
-
 def _ranked_gains(scores, grades, k):
     """Grades of the top-``k`` documents of each query, in rank order."""
     return np.take_along_axis(grades, _top_k_block(scores, k), axis=1)
@@ -222,28 +221,16 @@ def _ranked_gains(scores, grades, k):
 
 def _ideal_dcg(grades, k):
     """DCG of the ideal ranking: the k largest grades of each row, in order."""
-    # Work on the few positive grades only: partitioning rows that are
-    # mostly zeros is slow (many ties), and relevant documents are sparse.
     rows, cols = np.nonzero(grades > 0)
-    values = grades[rows, cols]
-    order = np.lexsort((-values, rows))
-    rows, values = rows[order], values[order]
-    rank = np.arange(rows.shape[0]) - np.searchsorted(rows, rows)  # 0-based, per row
-    keep = rank < k
-    weights = values[keep] * _discount(k)[rank[keep]]
-    return np.bincount(rows[keep], weights=weights, minlength=grades.shape[0])
+    return _gains.ideal_dcg(rows, grades[rows, cols], grades.shape[0], k)
 
 
 def _ndcg_block(scores, grades, k):
-    dcg = _ranked_gains(scores, grades, k) @ _discount(k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dcg / _ideal_dcg(grades, k)
+    return _gains.ndcg(_ranked_gains(scores, grades, k), _ideal_dcg(grades, k))
 
 
 def _recall_block(scores, grades, k):
-    hits = (_ranked_gains(scores, grades, k) > 0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return hits / (grades > 0).sum(axis=1)
+    return _gains.recall(_ranked_gains(scores, grades, k), (grades > 0).sum(axis=1))
 
 
 def _rr_block(scores, grades, k):
@@ -408,6 +395,97 @@ def mrr(scores, qrels, *, k=None, average=True):
     array([0., 1.])
     """
     return _ranking_metric("mrr", scores, qrels, _check_k(k, allow_none=True), average)
+
+
+# ----------------------------------------------------------------------------
+# Ranked results of a search
+# ----------------------------------------------------------------------------
+
+
+def ranking_score(ids, qrels, *, scores=None, query_ids=None, k=10, metric="ndcg", average=True):
+    """Score ranked results (document ids per query, best first) against relevance judgements.
+
+    This is the metric of a search's output: :func:`era_sklearn.search`, an
+    :class:`~era_sklearn.HNSWIndex`, FAISS or any engine that returns the top
+    documents of each query. On the same run it equals ``ir_measures``'
+    ``nDCG@k``, ``R@k`` and ``RR`` (trec_eval's definitions and tie order), and
+    :func:`ndcg_at_k` / :func:`recall_at_k` / :func:`mrr` when given their own
+    top ``k`` (from :func:`top_k`, without ``scores``).
+
+    Order: with ``scores``, each row is ranked by score, ties broken as
+    trec_eval breaks them: by document id, in decreasing string order. Without
+    ``scores``, the order given is the ranking. ``metric="mrr"`` with ``k`` is
+    that reciprocal rank counted only within rank ``k`` (``ir_measures``
+    computes ``RR@k`` with the MS MARCO script instead, which breaks ties by
+    increasing id: on tied scores the two can differ). A row shorter than
+    ``k`` counts its missing ranks as not relevant; a row that lists a
+    document twice is an error.
+
+    Parameters
+    ----------
+    ids : array-like of shape (n_queries, n_ranked) or list of sequences
+        Ranked document ids of each query (rows may differ in length). With a
+        ``qrels`` dict they are document ids, compared as strings (``12`` and
+        ``"12"`` are one document); with a relevance matrix, its column
+        positions.
+    qrels : dict or {array-like, sparse matrix} of shape (n_queries, n_docs)
+        Graded relevance; grade > 0 means relevant. Either
+        ``{query_id: {doc_id: grade}}`` (as :func:`era_sklearn.datasets.load_beir`
+        reads it; ``query_ids`` then names each row of ``ids``), or a matrix
+        whose row ``i`` judges row ``i`` of ``ids`` (e.g. from
+        :func:`qrels_to_matrix`).
+    scores : array-like of the shape of ``ids``, default=None
+        Score of each ranked document, higher is better; must not be NaN.
+    query_ids : sequence of length n_queries, default=None
+        Query id of each row of ``ids``; required with a ``qrels`` dict.
+    k : int or None, default=10
+        Rank cutoff; None (``metric="mrr"`` only) uses every ranked document.
+    metric : {"ndcg", "mrr", "recall"}, default="ndcg"
+        nDCG@k, reciprocal rank of the first relevant document within ``k``,
+        or recall@k (relevant documents found / judged relevant documents).
+    average : bool, default=True
+        If True return the mean over queries with a relevant document,
+        otherwise the per-query values (NaN for queries without one, which
+        are left out of the mean as trec_eval leaves out unjudged queries).
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_queries,)
+        The metric.
+
+    Warns
+    -----
+    UserWarning
+        With a ``qrels`` dict, when no ranked id is a judged document of any of
+        the queries: the ids are probably of another kind (row positions of
+        an index fitted without ``ids=``).
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import ranking_score
+    >>> qrels = {"q1": {"d2": 1}, "q2": {"d7": 2, "d1": 1}}
+    >>> ids = [["d1", "d2", "d3"], ["d7", "d1", "d9"]]
+    >>> ranking_score(ids, qrels, query_ids=["q1", "q2"], k=3, metric="mrr")
+    0.75
+    >>> ranking_score(ids, qrels, query_ids=["q1", "q2"], metric="recall", average=False)
+    array([1., 1.])
+
+    Scores rank the results; equal scores go to the greater id first:
+
+    >>> ranking_score([["d1", "d2"]], qrels, query_ids=["q1"], scores=[[0.5, 0.5]], metric="mrr")
+    1.0
+    """
+    _check_metric(metric)
+    k = _check_k(k, allow_none=metric == "mrr")
+    gains, rows, grades = ranked_gains(ids, qrels, scores=scores, query_ids=query_ids, k=k)
+    n_relevant = np.bincount(rows, minlength=gains.shape[0])
+    if metric == "ndcg":
+        values = _gains.ndcg(gains, _gains.ideal_dcg(rows, grades, gains.shape[0], k))
+    elif metric == "recall":
+        values = _gains.recall(gains, n_relevant)
+    else:
+        values = _gains.reciprocal_rank(gains)
+    return _reduce(np.where(n_relevant > 0, values, np.nan), average)
 
 
 # ----------------------------------------------------------------------------
