@@ -44,3 +44,19 @@ def test_every_page_in_nav_exists():
     for entry in config["nav"]:
         (page,) = entry.values()
         assert (DOCS / page).exists(), page
+
+
+#: ``a, b = <...>search(...)`` or ``<...>kneighbors(...)`` in code: what each name unpacks.
+_UNPACK = re.compile(r"^\s*(?:>>> )?(\w+), (\w+) = .*\b(?:search|kneighbors)\(", re.MULTILINE)
+_VALUES, _IDS = re.compile(r"score|dist|sim|^_$"), re.compile(r"ids|ind|rows|top|neigh")
+
+
+def test_search_results_unpack_values_first():
+    """Docs, docstrings and benchmarks unpack every search as (values, ids), as the API returns."""
+    root = DOCS.parent
+    files = [*DOCS.glob("*.md"), root / "README.md", *root.glob("era_sklearn/*.py"),
+             *root.glob("benchmarks/*.py")]
+    unpacked = [(f.name, *m.groups()) for f in files for m in _UNPACK.finditer(f.read_text())]
+    assert len(unpacked) >= 8  # the pattern finds the examples it is meant to check
+    wrong = [u for u in unpacked if not (_VALUES.search(u[1]) and _IDS.search(u[2]))]
+    assert not wrong, f"(file, first, second) unpacked ids first: {wrong}"
