@@ -2,7 +2,7 @@
 
 A search (:func:`era_sklearn.search`, an HNSW or FAISS index, any engine)
 returns the ids of each query's top documents, usually with their scores. This
-module turns such results into what :mod:`era_sklearn._gains` scores: the
+module turns such results into what :mod:`era_sklearn._rank_kernels` scores: the
 grade of each ranked document, in rank order, and the judged positive grades
 of each query. Relevance comes either as a ``{query_id: {doc_id: grade}}``
 dict (ids compared as strings, as trec_eval reads them) or as a

@@ -106,11 +106,9 @@ def search(adapter, index, X, k=10, *, ids_first=False):
     """Adapt raw query embeddings and return the top-``k`` documents.
 
     Values come first, then ids, as in ``kneighbors`` (distances, positions)
-    and FAISS's ``index.search`` (scores, rows).
-
-    .. versionchanged:: 0.3
-       Returns ``(scores, ids)``; 0.2 returned ``(ids, scores)``.
-       ``ids_first=True`` keeps the 0.2 order, with a FutureWarning, until 0.4.
+    and FAISS's ``index.search`` (scores, rows). Changed in 0.3: era_sklearn
+    0.2 returned ``(ids, scores)``; ``ids_first=True`` keeps that order, with
+    a FutureWarning, until 0.4.
 
     Parameters
     ----------

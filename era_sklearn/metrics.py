@@ -30,7 +30,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
-from . import _gains
+from . import _rank_kernels as kernels
 from ._corpus import match_targets
 from ._ranked_results import ranked_gains
 
@@ -95,41 +95,8 @@ def _dense_grades(qrels, rows):
 
 
 # ----------------------------------------------------------------------------
-# Top-k selection
+# Top-k selection and relevance matrices
 # ----------------------------------------------------------------------------
-
-
-def _top_k_block(scores, k):
-    """Indices of the k best columns of each row, best first, ties by index."""
-    n_cols = scores.shape[1]
-    if k >= n_cols:
-        return np.argsort(-scores, axis=1, kind="stable")
-    # Fast path: argpartition finds the top k in one pass. It picks arbitrarily
-    # among values tied with the k-th, so rows with such a tie across the cut
-    # (rare with float scores) take the exact, slower path below.
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(scores, part, axis=1)
-    kth = values.min(axis=1, keepdims=True)
-    tied = (scores == kth).sum(axis=1) > (values == kth).sum(axis=1)
-    if tied.any():
-        part[tied] = _top_k_with_ties(scores[tied], k)
-        values[tied] = np.take_along_axis(scores[tied], part[tied], axis=1)
-    order = np.lexsort((part, -values), axis=1)  # by score, then lower index
-    return np.take_along_axis(part, order, axis=1)
-
-
-def _top_k_with_ties(scores, k):
-    """Exact top-k set when values tie at the cut: lower column indices win."""
-    n_cols = scores.shape[1]
-    # k-th largest value per row; everything strictly above it is kept, and
-    # among values equal to it only the lowest column indices.
-    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
-    above = scores > kth
-    n_missing = k - above.sum(axis=1, keepdims=True)
-    at_kth = scores == kth
-    keep = above | (at_kth & (np.cumsum(at_kth, axis=1) <= n_missing))
-    # nonzero walks row-major, so each row's indices come out ascending.
-    return np.nonzero(keep)[1].reshape(scores.shape[0], k)
 
 
 def top_k(scores, k):
@@ -166,7 +133,7 @@ def top_k(scores, k):
     k = min(_check_k(k), scores.shape[1])
     indices = np.empty((scores.shape[0], k), dtype=np.intp)
     for rows in _row_slices(*scores.shape):
-        indices[rows] = _top_k_block(scores[rows], k)
+        indices[rows] = kernels.top_k_block(scores[rows], k)
     return indices, np.take_along_axis(scores, indices, axis=1)
 
 
@@ -210,53 +177,8 @@ def qrels_to_matrix(qrels, query_ids, doc_ids):
 
 
 # ----------------------------------------------------------------------------
-# Per-block metric kernels
+# Dense metrics over row blocks (kernels in _rank_kernels.py)
 # ----------------------------------------------------------------------------
-
-
-def _ranked_gains(scores, grades, k):
-    """Grades of the top-``k`` documents of each query, in rank order."""
-    return np.take_along_axis(grades, _top_k_block(scores, k), axis=1)
-
-
-def _ideal_dcg(grades, k):
-    """DCG of the ideal ranking: the k largest grades of each row, in order."""
-    rows, cols = np.nonzero(grades > 0)
-    return _gains.ideal_dcg(rows, grades[rows, cols], grades.shape[0], k)
-
-
-def _ndcg_block(scores, grades, k):
-    return _gains.ndcg(_ranked_gains(scores, grades, k), _ideal_dcg(grades, k))
-
-
-def _recall_block(scores, grades, k):
-    return _gains.recall(_ranked_gains(scores, grades, k), (grades > 0).sum(axis=1))
-
-
-def _rr_block(scores, grades, k):
-    # Only the rank of the best-ranked relevant document matters, which is
-    # 1 + the number of documents ranked before it: a linear count instead of
-    # sorting every row when k is large or None.
-    relevant = grades > 0
-    best_score = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
-    # lowest-index relevant document among those tied at the best score
-    best = (relevant & (scores == best_score)).argmax(axis=1)
-    before = (scores > best_score) | (
-        (scores == best_score) & (np.arange(scores.shape[1]) < best[:, None])
-    )
-    rank = before.sum(axis=1) + 1.0
-    found = relevant.any(axis=1) & (rank <= k)
-    return np.where(found, 1.0 / rank, 0.0)
-
-
-_KERNELS = {"ndcg": _ndcg_block, "recall": _recall_block, "mrr": _rr_block}
-
-
-def _metric_block(metric, scores, grades, k):
-    """Per-query ``metric`` of a block; NaN for queries without relevant docs."""
-    k = scores.shape[1] if k is None else min(k, scores.shape[1])
-    values = _KERNELS[metric](scores, grades, k)
-    return np.where((grades > 0).any(axis=1), values, np.nan)
 
 
 def _reduce(values, average):
@@ -276,7 +198,7 @@ def _ranking_metric(metric, scores, qrels, k, average):
     scores, qrels = _check_scores_qrels(scores, qrels)
     values = np.empty(scores.shape[0])
     for rows in _row_slices(*scores.shape):
-        values[rows] = _metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
+        values[rows] = kernels.metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
     return _reduce(values, average)
 
 
@@ -480,11 +402,11 @@ def ranking_score(ids, qrels, *, scores=None, query_ids=None, k=10, metric="ndcg
     gains, rows, grades = ranked_gains(ids, qrels, scores=scores, query_ids=query_ids, k=k)
     n_relevant = np.bincount(rows, minlength=gains.shape[0])
     if metric == "ndcg":
-        values = _gains.ndcg(gains, _gains.ideal_dcg(rows, grades, gains.shape[0], k))
+        values = kernels.ndcg(gains, kernels.ideal_dcg(rows, grades, gains.shape[0], k))
     elif metric == "recall":
-        values = _gains.recall(gains, n_relevant)
+        values = kernels.recall(gains, n_relevant)
     else:
-        values = _gains.reciprocal_rank(gains)
+        values = kernels.reciprocal_rank(gains)
     return _reduce(np.where(n_relevant > 0, values, np.nan), average)
 
 
@@ -588,7 +510,7 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     queries = normalize(Q[_first_rows(query_of_row, n_queries)])
     values = np.empty(n_queries)
     for rows in _row_slices(n_queries, len(candidates)):
-        values[rows] = _metric_block(
+        values[rows] = kernels.metric_block(
             metric, queries[rows] @ candidates.T, _dense_grades(relevance, rows), k
         )
     return float(values.mean())
