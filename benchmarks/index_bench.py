@@ -25,7 +25,7 @@ import numpy as np
 
 from era_sklearn import ERAAdapter, ExactIndex, HNSWIndex, search
 from era_sklearn.datasets import load_beir, load_embeddings, qrels_to_pairs, shared_dir
-from era_sklearn.metrics import ndcg_at_k, qrels_to_matrix
+from era_sklearn.metrics import qrels_to_matrix, ranking_score
 
 K = 10
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,11 +81,9 @@ def bench_corpus(name, docs, queries, efs, n_jobs, seed):
 
 
 def ndcg_through(index, adapter, X, qrels):
-    """nDCG@10 of a run whose top-10 come from ``index`` (other docs score below all)."""
-    ids, scores = search(adapter, index, X, k=K)
-    dense = np.full((len(X), index.n_samples_fit_), -2.0, dtype=np.float32)
-    np.put_along_axis(dense, ids.astype(np.intp), scores, axis=1)
-    return ndcg_at_k(dense, qrels, k=K)
+    """nDCG@10 of the top-10 that ``index`` returns, in its order (ids are row positions)."""
+    _, rows = search(adapter, index, X, k=K)
+    return ranking_score(rows, qrels, k=K)
 
 
 def bench_scifact(shared, efs, n_jobs, seed):

@@ -1,11 +1,13 @@
 """Ranking metrics and retrieval scoring.
 
 The ranking metrics follow the conventions of ``trec_eval`` (as exposed by
-``ir_measures`` as ``nDCG@k``, ``R@k`` and ``RR``) on dense score matrices, and
+``ir_measures`` as ``nDCG@k``, ``R@k`` and ``RR``) on dense score matrices;
+:func:`ranking_score` computes them on ranked results (the ids a search
+returns, with or without scores, in trec_eval's own tie order), and
 :func:`retrieval_score` / :func:`make_retrieval_scorer` turn them into a
 single number for model selection of query-to-document adapters.
 
-Conventions shared by all ranking metrics:
+Conventions shared by the dense ranking metrics:
 
 * ``scores[i, j]`` is the score of document ``j`` for query ``i``; higher is
   better.
@@ -28,9 +30,11 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
+from . import _rank_kernels as kernels
 from ._corpus import match_targets
+from ._ranked_results import ranked_gains
 
-__all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
+__all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "ranking_score", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
 # Cap on the number of cells of a (queries x documents) block held at once:
 # about 32 MB per float64 temporary, whatever the matrix size.
@@ -91,41 +95,8 @@ def _dense_grades(qrels, rows):
 
 
 # ----------------------------------------------------------------------------
-# Top-k selection
+# Top-k selection and relevance matrices
 # ----------------------------------------------------------------------------
-
-
-def _top_k_block(scores, k):
-    """Indices of the k best columns of each row, best first, ties by index."""
-    n_cols = scores.shape[1]
-    if k >= n_cols:
-        return np.argsort(-scores, axis=1, kind="stable")
-    # Fast path: argpartition finds the top k in one pass. It picks arbitrarily
-    # among values tied with the k-th, so rows with such a tie across the cut
-    # (rare with float scores) take the exact, slower path below.
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(scores, part, axis=1)
-    kth = values.min(axis=1, keepdims=True)
-    tied = (scores == kth).sum(axis=1) > (values == kth).sum(axis=1)
-    if tied.any():
-        part[tied] = _top_k_with_ties(scores[tied], k)
-        values[tied] = np.take_along_axis(scores[tied], part[tied], axis=1)
-    order = np.lexsort((part, -values), axis=1)  # by score, then lower index
-    return np.take_along_axis(part, order, axis=1)
-
-
-def _top_k_with_ties(scores, k):
-    """Exact top-k set when values tie at the cut: lower column indices win."""
-    n_cols = scores.shape[1]
-    # k-th largest value per row; everything strictly above it is kept, and
-    # among values equal to it only the lowest column indices.
-    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k, None]
-    above = scores > kth
-    n_missing = k - above.sum(axis=1, keepdims=True)
-    at_kth = scores == kth
-    keep = above | (at_kth & (np.cumsum(at_kth, axis=1) <= n_missing))
-    # nonzero walks row-major, so each row's indices come out ascending.
-    return np.nonzero(keep)[1].reshape(scores.shape[0], k)
 
 
 def top_k(scores, k):
@@ -162,7 +133,7 @@ def top_k(scores, k):
     k = min(_check_k(k), scores.shape[1])
     indices = np.empty((scores.shape[0], k), dtype=np.intp)
     for rows in _row_slices(*scores.shape):
-        indices[rows] = _top_k_block(scores[rows], k)
+        indices[rows] = kernels.top_k_block(scores[rows], k)
     return indices, np.take_along_axis(scores, indices, axis=1)
 
 
@@ -206,70 +177,8 @@ def qrels_to_matrix(qrels, query_ids, doc_ids):
 
 
 # ----------------------------------------------------------------------------
-# Per-block metric kernels
+# Dense metrics over row blocks (kernels in _rank_kernels.py)
 # ----------------------------------------------------------------------------
-
-
-def _discount(k):
-    # rank r (1-based) is discounted by log2(r + 1).
-    return 1.0 / np.log2(np.arange(2, k + 2))
-
-
-def _ranked_gains(scores, grades, k):
-    """Grades of the top-``k`` documents of each query, in rank order."""
-    return np.take_along_axis(grades, _top_k_block(scores, k), axis=1)
-
-
-def _ideal_dcg(grades, k):
-    """DCG of the ideal ranking: the k largest grades of each row, in order."""
-    # Work on the few positive grades only: partitioning rows that are
-    # mostly zeros is slow (many ties), and relevant documents are sparse.
-    rows, cols = np.nonzero(grades > 0)
-    values = grades[rows, cols]
-    order = np.lexsort((-values, rows))
-    rows, values = rows[order], values[order]
-    rank = np.arange(rows.shape[0]) - np.searchsorted(rows, rows)  # 0-based, per row
-    keep = rank < k
-    weights = values[keep] * _discount(k)[rank[keep]]
-    return np.bincount(rows[keep], weights=weights, minlength=grades.shape[0])
-
-
-def _ndcg_block(scores, grades, k):
-    dcg = _ranked_gains(scores, grades, k) @ _discount(k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dcg / _ideal_dcg(grades, k)
-
-
-def _recall_block(scores, grades, k):
-    hits = (_ranked_gains(scores, grades, k) > 0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return hits / (grades > 0).sum(axis=1)
-
-
-def _rr_block(scores, grades, k):
-    # Only the rank of the best-ranked relevant document matters, which is
-    # 1 + the number of documents ranked before it: a linear count instead of
-    # sorting every row when k is large or None.
-    relevant = grades > 0
-    best_score = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
-    # lowest-index relevant document among those tied at the best score
-    best = (relevant & (scores == best_score)).argmax(axis=1)
-    before = (scores > best_score) | (
-        (scores == best_score) & (np.arange(scores.shape[1]) < best[:, None])
-    )
-    rank = before.sum(axis=1) + 1.0
-    found = relevant.any(axis=1) & (rank <= k)
-    return np.where(found, 1.0 / rank, 0.0)
-
-
-_KERNELS = {"ndcg": _ndcg_block, "recall": _recall_block, "mrr": _rr_block}
-
-
-def _metric_block(metric, scores, grades, k):
-    """Per-query ``metric`` of a block; NaN for queries without relevant docs."""
-    k = scores.shape[1] if k is None else min(k, scores.shape[1])
-    values = _KERNELS[metric](scores, grades, k)
-    return np.where((grades > 0).any(axis=1), values, np.nan)
 
 
 def _reduce(values, average):
@@ -289,7 +198,7 @@ def _ranking_metric(metric, scores, qrels, k, average):
     scores, qrels = _check_scores_qrels(scores, qrels)
     values = np.empty(scores.shape[0])
     for rows in _row_slices(*scores.shape):
-        values[rows] = _metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
+        values[rows] = kernels.metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
     return _reduce(values, average)
 
 
@@ -411,6 +320,97 @@ def mrr(scores, qrels, *, k=None, average=True):
 
 
 # ----------------------------------------------------------------------------
+# Ranked results of a search
+# ----------------------------------------------------------------------------
+
+
+def ranking_score(ids, qrels, *, scores=None, query_ids=None, k=10, metric="ndcg", average=True):
+    """Score ranked results (document ids per query, best first) against relevance judgements.
+
+    This is the metric of a search's output: :func:`era_sklearn.search`, an
+    :class:`~era_sklearn.HNSWIndex`, FAISS or any engine that returns the top
+    documents of each query. On the same run it equals ``ir_measures``'
+    ``nDCG@k``, ``R@k`` and ``RR`` (trec_eval's definitions and tie order), and
+    :func:`ndcg_at_k` / :func:`recall_at_k` / :func:`mrr` when given their own
+    top ``k`` (from :func:`top_k`, without ``scores``).
+
+    Order: with ``scores``, each row is ranked by score, ties broken as
+    trec_eval breaks them: by document id, in decreasing string order. Without
+    ``scores``, the order given is the ranking. ``metric="mrr"`` with ``k`` is
+    that reciprocal rank counted only within rank ``k`` (``ir_measures``
+    computes ``RR@k`` with the MS MARCO script instead, which breaks ties by
+    increasing id: on tied scores the two can differ). A row shorter than
+    ``k`` counts its missing ranks as not relevant; a row that lists a
+    document twice is an error.
+
+    Parameters
+    ----------
+    ids : array-like of shape (n_queries, n_ranked) or list of sequences
+        Ranked document ids of each query (rows may differ in length). With a
+        ``qrels`` dict they are document ids, compared as strings (``12`` and
+        ``"12"`` are one document); with a relevance matrix, its column
+        positions.
+    qrels : dict or {array-like, sparse matrix} of shape (n_queries, n_docs)
+        Graded relevance; grade > 0 means relevant. Either
+        ``{query_id: {doc_id: grade}}`` (as :func:`era_sklearn.datasets.load_beir`
+        reads it; ``query_ids`` then names each row of ``ids``), or a matrix
+        whose row ``i`` judges row ``i`` of ``ids`` (e.g. from
+        :func:`qrels_to_matrix`).
+    scores : array-like of the shape of ``ids``, default=None
+        Score of each ranked document, higher is better; must not be NaN.
+    query_ids : sequence of length n_queries, default=None
+        Query id of each row of ``ids``; required with a ``qrels`` dict.
+    k : int or None, default=10
+        Rank cutoff; None (``metric="mrr"`` only) uses every ranked document.
+    metric : {"ndcg", "mrr", "recall"}, default="ndcg"
+        nDCG@k, reciprocal rank of the first relevant document within ``k``,
+        or recall@k (relevant documents found / judged relevant documents).
+    average : bool, default=True
+        If True return the mean over queries with a relevant document,
+        otherwise the per-query values (NaN for queries without one, which
+        are left out of the mean as trec_eval leaves out unjudged queries).
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_queries,)
+        The metric.
+
+    Warns
+    -----
+    UserWarning
+        With a ``qrels`` dict, when no ranked id is a judged document of any of
+        the queries: the ids are probably of another kind (row positions of
+        an index fitted without ``ids=``).
+
+    Examples
+    --------
+    >>> from era_sklearn.metrics import ranking_score
+    >>> qrels = {"q1": {"d2": 1}, "q2": {"d7": 2, "d1": 1}}
+    >>> ids = [["d1", "d2", "d3"], ["d7", "d1", "d9"]]
+    >>> ranking_score(ids, qrels, query_ids=["q1", "q2"], k=3, metric="mrr")
+    0.75
+    >>> ranking_score(ids, qrels, query_ids=["q1", "q2"], metric="recall", average=False)
+    array([1., 1.])
+
+    Scores rank the results; equal scores go to the greater id first:
+
+    >>> ranking_score([["d1", "d2"]], qrels, query_ids=["q1"], scores=[[0.5, 0.5]], metric="mrr")
+    1.0
+    """
+    _check_metric(metric)
+    k = _check_k(k, allow_none=metric == "mrr")
+    gains, rows, grades = ranked_gains(ids, qrels, scores=scores, query_ids=query_ids, k=k)
+    n_relevant = np.bincount(rows, minlength=gains.shape[0])
+    if metric == "ndcg":
+        values = kernels.ndcg(gains, kernels.ideal_dcg(rows, grades, gains.shape[0], k))
+    elif metric == "recall":
+        values = kernels.recall(gains, n_relevant)
+    else:
+        values = kernels.reciprocal_rank(gains)
+    return _reduce(np.where(n_relevant > 0, values, np.nan), average)
+
+
+# ----------------------------------------------------------------------------
 # Retrieval scoring of embeddings
 # ----------------------------------------------------------------------------
 
@@ -510,7 +510,7 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     queries = normalize(Q[_first_rows(query_of_row, n_queries)])
     values = np.empty(n_queries)
     for rows in _row_slices(n_queries, len(candidates)):
-        values[rows] = _metric_block(
+        values[rows] = kernels.metric_block(
             metric, queries[rows] @ candidates.T, _dense_grades(relevance, rows), k
         )
     return float(values.mean())

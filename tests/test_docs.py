@@ -44,3 +44,44 @@ def test_every_page_in_nav_exists():
     for entry in config["nav"]:
         (page,) = entry.values()
         assert (DOCS / page).exists(), page
+
+
+#: ``a, b = <...>search(...)`` or ``<...>kneighbors(...)`` in code: what each name unpacks.
+_UNPACK = re.compile(r"^\s*(?:>>> )?(\w+), (\w+) = .*\b(?:search|kneighbors)\(", re.MULTILINE)
+_VALUES, _IDS = re.compile(r"score|dist|sim|^_$"), re.compile(r"ids|ind|rows|top|neigh")
+
+
+def test_search_results_unpack_values_first():
+    """Docs, docstrings and benchmarks unpack every search as (values, ids), as the API returns."""
+    root = DOCS.parent
+    files = [*DOCS.glob("*.md"), root / "README.md", *root.glob("era_sklearn/*.py"),
+             *root.glob("benchmarks/*.py")]
+    unpacked = [(f.name, *m.groups()) for f in files for m in _UNPACK.finditer(f.read_text())]
+    assert len(unpacked) >= 8  # the pattern finds the examples it is meant to check
+    wrong = [u for u in unpacked if not (_VALUES.search(u[1]) and _IDS.search(u[2]))]
+    assert not wrong, f"(file, first, second) unpacked ids first: {wrong}"
+
+
+def test_api_page_lists_every_public_name():
+    """api.md's tables (read as plain markdown on GitHub) name each public name exactly once,
+    and a ``:::`` directive renders each one on the site."""
+    import inspect
+
+    import era_sklearn
+
+    page = (DOCS / "api.md").read_text()
+    listed = re.findall(r"^\| `(\w+)` \|", page, flags=re.MULTILINE)
+    directives = set(re.findall(r"^::: ([\w.]+)", page, flags=re.MULTILINE))
+    modules = [era_sklearn, *(getattr(era_sklearn, m) for m in
+                              ("align", "adapt", "encoders", "metrics", "datasets"))]
+    public = {
+        name: module.__name__
+        for module in modules
+        for name in module.__all__
+        if not name.startswith("__") and not inspect.ismodule(getattr(module, name))
+    }
+    assert sorted(listed) == sorted(public)  # every name, none twice, none stale
+    # A name is rendered by its own directive, or by its submodule's (never by all of era_sklearn).
+    unrendered = [n for n, m in public.items()
+                  if f"{m}.{n}" not in directives and (m == "era_sklearn" or m not in directives)]
+    assert not unrendered

@@ -247,6 +247,34 @@ def test_bad_space_raises(cls):
         cls(space="manhattan").fit(np.eye(3))
 
 
+@pytest.mark.parametrize("index_class", [HNSWIndex, ExactIndex])
+def test_search_returns_values_first_like_kneighbors(index_class):
+    docs = np.random.default_rng(2).standard_normal((60, 8)).astype(np.float32)
+    index = index_class().fit(docs, ids=[f"d{i}" for i in range(60)])
+    dist, neighbours = index.kneighbors(docs[:4], n_neighbors=3, return_ids=True)
+    for scores, ids in (search(None, index, docs[:4], k=3),
+                        AdaptedSearch(None, index).search(docs[:4], k=3)):
+        assert scores.dtype == np.float32 and ids.dtype.kind == "U"
+        np.testing.assert_array_equal(ids, neighbours)
+        np.testing.assert_allclose(scores, 1 - dist, rtol=0, atol=1e-6)
+        assert ids[0, 0] == "d0" and scores[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_ids_first_is_the_deprecated_old_order():
+    docs = np.random.default_rng(3).standard_normal((30, 4)).astype(np.float32)
+    index = ExactIndex().fit(docs, ids=[f"d{i}" for i in range(30)])
+    scores, ids = search(None, index, docs[:2], k=2)
+    for call in (lambda: search(None, index, docs[:2], k=2, ids_first=True),
+                 lambda: AdaptedSearch(None, index).search(docs[:2], k=2, ids_first=True)):
+        with pytest.warns(FutureWarning, match=r"ids_first=True is deprecated.*0\.4") as caught:
+            old_ids, old_scores = call()
+        assert caught[0].filename == __file__  # points at the caller's line
+        np.testing.assert_array_equal(old_ids, ids)
+        np.testing.assert_array_equal(old_scores, scores)
+    with pytest.raises(TypeError, match="ids_first must be True or False, got 'yes'"):
+        search(None, index, docs[:2], ids_first="yes")
+
+
 @pytest.mark.parametrize("mode", ["connectivity", "distance"])
 def test_kneighbors_graph(mode):
     index, docs = _small_index(n_neighbors=4)
@@ -263,8 +291,8 @@ def test_search_matches_exact_with_orthogonal_adapter(docs, doc_ids, fitted):
     rotation = ortho_group.rvs(DIM, random_state=0)
     adapter = FunctionTransformer(lambda X: X @ rotation.T)  # query space -> doc space
     raw = docs[:30] @ rotation + 0.05  # raw queries live in the rotated space
-    ids, scores = AdaptedSearch(adapter, fitted).search(raw, k=5)
-    exact_ids, exact_scores = search(adapter, ExactIndex().fit(docs, ids=doc_ids), raw, k=5)
+    scores, ids = AdaptedSearch(adapter, fitted).search(raw, k=5)
+    exact_scores, exact_ids = search(adapter, ExactIndex().fit(docs, ids=doc_ids), raw, k=5)
     assert ids.shape == scores.shape == (30, 5)
     np.testing.assert_array_equal(ids[:, 0], doc_ids[:30])
     np.testing.assert_array_equal(ids, exact_ids)
