@@ -5,7 +5,7 @@ import pytest
 
 from era_sklearn import Corpus, ERAAdapter
 from era_sklearn._softmax import SoftmaxProblem
-from era_sklearn._softmax_search import C_DEFAULT, choose_penalty, select_and_fit
+from era_sklearn._softmax_search import choose_penalty, random_ranking_ndcg, select_and_fit
 
 
 def _unit(A):
@@ -67,13 +67,34 @@ def test_choose_penalty_lands_on_the_default_among_indistinguishable_C():
     jitter = 0.05 * rng.normal(size=30)
     jitter -= jitter.mean()
     noise = {C: base + d + (jitter if C == 8.0 else 0) for C, d in shift.items()}
-    C, summary = choose_penalty(noise, base - 0.05)
-    assert C == C_DEFAULT and summary["candidate_C"] == C_DEFAULT
+    C, summary = choose_penalty(noise, base - 0.05, default=16.0)
+    assert C == 16.0 and summary["candidate_C"] == 16.0
+    assert choose_penalty(noise, base - 0.05, default=64.0)[0] == 64.0
     # A C clearly better than all others wins over the default.
     clear = {**noise, 4.0: base + 0.3}
-    assert choose_penalty(clear, base)[0] == 4.0
-    # Nothing above stage 1: stage 1 is kept.
-    assert choose_penalty(noise, base + 0.2)[0] == np.inf
+    assert choose_penalty(clear, base, default=16.0)[0] == 4.0
+    # Stage 1 clearly better: kept. Within the noise: the default is the fallback.
+    assert choose_penalty(noise, base + 0.2, default=16.0)[0] == np.inf
+    wobble = 0.05 * rng.normal(size=30)
+    wobble -= wobble.mean()
+    assert choose_penalty(noise, base + 0.004 + wobble, default=16.0)[0] == 16.0
+    # Stage 1 no better than chance on the held-out labels: C must gain clearly.
+    chance = base - 0.001
+    assert choose_penalty(noise, base - 0.004 + wobble, 16.0, random_scores=chance)[0] == np.inf
+    assert choose_penalty(noise, base - 0.1, 16.0, random_scores=base - 0.1)[0] == 16.0
+
+
+def test_random_ranking_ndcg_is_the_mean_over_permutations():
+    from scipy import sparse
+
+    from era_sklearn.metrics import ndcg_at_k
+
+    rel = sparse.csr_matrix(np.array([[0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0],
+                                      [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], float))
+    rng = np.random.default_rng(0)
+    draws = np.mean([ndcg_at_k(rng.normal(size=rel.shape), rel, k=10, average=False)
+                     for _ in range(20000)], axis=0)
+    np.testing.assert_allclose(random_ranking_ndcg(rel), draws, atol=0.01)
 
 
 # -- through the estimator ---------------------------------------------------------
