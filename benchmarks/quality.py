@@ -387,7 +387,8 @@ def _git_state():
         return {"commit": None, "era_sklearn_uncommitted": None}
 
 
-def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, run, wall):
+def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, run, wall,
+           skipped=()):
     budgets = args.budgets if args.protocol == "official" else None
     seeds = args.seeds
     stem = f"quality_{dataset}_{doc_encoder}" + ("" if args.protocol == "official" else "_paper")
@@ -400,7 +401,9 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
     default_note = ("Methods: " + ("the default set (a subset sized for < 5 min on 2 cores; "
                                     "`--methods all` adds align-only lstsq/cosine, ERA "
                                     "cosine+contrastive and hybrid contrastive)"
-                                    if args.methods is None else ", ".join(m.name for m in methods)))
+                                    if args.methods is None else ", ".join(m.name for m in methods))
+                    + ("" if not skipped else "; not run, as torch is not installed: "
+                       + ", ".join(m.name for m in skipped)))
     cols_note = ("Columns: labelled training queries sampled per seed from the official train "
                  f"split (nested: 8 ⊂ 32 ⊂ 128 ⊂ all = {run['n_labelled'].get('all', '?')}); "
                  "0 = fit_align on 1,000 corpus documents alone (no labels)."
@@ -455,6 +458,7 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
         "results": run["results"],
         "fit_time_mean_s": {k: float(np.mean(v)) for k, v in run["fit_times"].items()},
         "hybrid_query_cost": {"note": _cost_note(cost, doc_encoder), "minilm": cost},
+        "skipped_without_torch": [m.name for m in skipped],
         "targets": targets,
     }
     (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
@@ -490,7 +494,13 @@ def main(argv=None):
     for b in args.budgets:
         if b != "all" and not b.isdigit():
             p.error(f"--budgets takes positive integers or 'all', not {b!r}")
-    methods = qm.resolve(args.methods)
+    methods, skipped = qm.runnable(qm.resolve(args.methods))
+    if skipped:
+        print(f"torch is not installed: skipping {len(skipped)} torch-based method(s) "
+              f"({', '.join(m.name for m in skipped)}); pip install \"era-sklearn[torch]\" "
+              "runs them.", flush=True)
+    if not methods:
+        raise SystemExit("Every method asked for needs torch: pip install \"era-sklearn[torch]\".")
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr, flush=True)
     runs = ([(d, e) for d in DATASETS for e in DOC_ENCODERS] if args.all
@@ -504,7 +514,8 @@ def main(argv=None):
         except Exception as exc:  # noqa: BLE001
             cost = {"measured": False, "why": repr(exc)}
     for dataset, doc_encoder, run, wall in measured:
-        report(dataset, doc_encoder, args.query_encoder, args, methods, args.out, cost, run, wall)
+        report(dataset, doc_encoder, args.query_encoder, args, methods, args.out, cost, run, wall,
+               skipped)
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
 
 
