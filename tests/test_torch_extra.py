@@ -168,3 +168,29 @@ def test_torch_features_name_the_extra(tmp_path):
         assert kind == "ImportError", (name, kind, message)
         assert 'pip install "era-sklearn[torch]"' in message, (name, message)
 
+
+def test_main_job_without_torch_skips_the_torch_methods_in_one_line(tmp_path):
+    """The README's first line installs no torch: the main benchmark still runs, and says
+    in one line which methods it leaves out (no traceback, no ModuleNotFoundError)."""
+    from era_sklearn.datasets import shared_dir
+
+    try:
+        shared_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(f"shared data absent: {exc}")
+    out, err = run_python(f"""
+        import runpy
+        import sys
+
+        sys.argv = ["quality", "--methods", "procrustes", "era-contrastive", "--seeds", "0",
+                    "--budgets", "8", "--jobs", "1", "--out", {str(tmp_path)!r}]
+        runpy.run_module("benchmarks.quality", run_name="__main__")
+    """, without_torch=True, timeout=300)
+    notes = [line for line in out.splitlines() if "torch" in line]
+    assert notes[0] == ('torch is not installed: skipping 1 torch-based method(s) (ERA '
+                        'procrustes+contrastive); pip install "era-sklearn[torch]" runs them.')
+    for text in (out, err):
+        assert "Traceback" not in text and "ModuleNotFoundError" not in text
+    saved = json.loads((tmp_path / "quality_scifact_all-MiniLM-L6-v2.json").read_text())
+    assert list(saved["results"]) == ["align-only procrustes"]
+    assert saved["skipped_without_torch"] == ["ERA procrustes+contrastive"]
