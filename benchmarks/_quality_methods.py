@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from era_sklearn import Corpus, ERAAdapter
-from era_sklearn.adapt import Contrastive
+from era_sklearn._optional import torch_available
+from era_sklearn.adapt import ADAPT_SOLVERS, Contrastive
+from era_sklearn.align import ALIGN_SOLVERS
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,21 @@ def resolve(names):
             raise SystemExit(f"unknown method {n!r}; choose from: all, {', '.join(ALIASES)}")
         out.append(BY_NAME[full])
     return out
+
+
+def needs_torch(method):
+    """Whether a stage of ``method`` is a torch solver (the ``era-sklearn[torch]`` extra)."""
+    named = {"align": ALIGN_SOLVERS, "adapt": ADAPT_SOLVERS}
+    return any(getattr(named[key].get(value) if isinstance(value, str) else value,
+                       "needs_torch", False)
+               for key, value in method.params.items() if key in named)
+
+
+def runnable(methods):
+    """``(methods to run, methods skipped)``: the torch ones are skipped where torch is absent."""
+    if torch_available():
+        return list(methods), []
+    return ([m for m in methods if not needs_torch(m)], [m for m in methods if needs_torch(m)])
 
 
 def queries_of(data, rows, hybrid):

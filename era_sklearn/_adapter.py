@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._corpus import corpus_matrix, match_targets
+from ._optional import require_torch
 from ._queries import query_ids, row_weights, unique_rows
 from ._reservoir import Reservoir
 from ._stage2 import Stage2Problem
@@ -347,6 +348,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             W, b = solver.solve_statistics(stats)
             self._set_align(W.astype(self._dtype), b, docs, history=None)
             return self
+        _require_torch_for(solver)  # after Dask's refusal of torch: installing it would not help
         finite = not self._pass_checks_finite(solver)
         X = self._check_X(X, reset=True, min_samples=2, finite=finite)
         Y = as_target_matrix(y, X.shape[0], dtype=X.dtype, finite=finite)
@@ -550,6 +552,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : ERAAdapter
         """
         self._check_solver_settings()
+        _require_torch_for(self._adapt_solver())
         W_align, b_align, docs = self._stage1_for_fit()
         X = self._check_X(X, reset=W_align is None, min_samples=2)
         Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
@@ -702,7 +705,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         X = self._normalize_X(X, coef.shape[1], zero_rows="warn")
         out = X @ coef
         if self.module_params_ is not None:
-            from ._torch_models import numpy_residual
+            from ._mlp_numpy import numpy_residual
 
             out += numpy_residual(self.module_params_, X)
         if np.any(self.intercept_):
@@ -839,7 +842,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         The file is a torch state dict with ``proj.weight`` (d_d, d_q) and
         ``proj.bias`` (d_d,), read with ``torch.load(weights_only=True)``.
         The adapter computes ``normalise(x W^T + b)``, ERA's own formula, so
-        ``normalize_input`` defaults to False here.
+        ``normalize_input`` defaults to False here. Reading the file needs
+        torch (``pip install "era-sklearn[torch]"``); the adapter it returns
+        does not.
 
         Parameters
         ----------
@@ -852,6 +857,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         adapter : ERAAdapter
             Fitted: ``transform`` works at once.
         """
+        require_torch("ERAAdapter.from_era_checkpoint")  # the file is a torch state dict
         from ._torch_train import load_era_checkpoint
 
         W, b = load_era_checkpoint(path)  # refuses non-finite weights
@@ -911,6 +917,12 @@ def _refuse_nested_keys_of_solver_names(est, params):
                 f"era_sklearn.{name}; in a GridSearchCV grid, search over the objects: "
                 f"{{{name!r}: [{solver}({subs[0]}=v) for v in values]}}."
             )
+
+
+def _require_torch_for(solver):
+    """Fail before any work when the solver needs torch and it is not installed."""
+    if getattr(solver, "needs_torch", False):
+        require_torch(f"The {type(solver).__name__} solver")
 
 
 def _is_adapter(obj):

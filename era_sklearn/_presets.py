@@ -1,6 +1,7 @@
 """Named configurations of ERAAdapter."""
 
 from ._adapter import ERAAdapter
+from ._optional import require_torch
 from .adapt import Contrastive
 from .align import TorchAlign
 
@@ -21,6 +22,9 @@ def paper_recipe(**overrides):
     ``label_val_ratio``). (The official launch scripts override some of these,
     e.g. 100 alignment epochs.)
 
+    Both stages train in torch: this needs ``pip install "era-sklearn[torch]"``
+    and raises an ImportError that says so without it.
+
     Parameters
     ----------
     **overrides
@@ -40,6 +44,7 @@ def paper_recipe(**overrides):
     >>> adapter.adapt.negatives, adapter.adapt.lr, adapter.align.init
     ('random', 1e-05, 'random')
     """
+    require_torch("paper_recipe()")  # both stages are torch solvers: say so now, not at fit
     adapter = ERAAdapter(
         align=TorchAlign(loss="cosine", init="random", max_epochs=10, lr=1e-3,
                          weight_decay=0.01, batch_size=256, validation_fraction=0.1),

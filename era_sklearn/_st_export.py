@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - older releases
     except ImportError:  # before 5, modules are plain torch modules
         Module = nn.Module
 
-from ._torch_models import _mlp_layers
+from ._mlp_numpy import mlp_layers
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -134,7 +134,7 @@ def _map_module(est):
     if est.module_params_ is None:
         return Dense(d_in, d_out, bias=True, activation_function=nn.Identity(),
                      init_weight=coef.T.contiguous(), init_bias=intercept)
-    layers = _mlp_layers(est.module_params_)
+    layers = mlp_layers(est.module_params_)
     head = ResidualMLPHead(d_in, d_out, [c.shape[1] for c, _ in layers[:-1]])
     with torch.no_grad():
         head.linear.weight.copy_(coef.T)

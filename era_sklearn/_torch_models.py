@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import erf
 from torch import nn
+
+from ._mlp_numpy import mlp_layers, numpy_forward  # numpy_forward: re-exported
 
 __all__ = ["build_module", "module_from_numpy", "module_to_numpy", "numpy_forward", "random_linear"]
 
 _MODELS = ("linear", "mlp")
-# Same floor as torch.nn.functional.normalize, so numpy and torch agree on zero rows.
-_NORM_EPS = 1e-12
 
 
 class LinearAdapter(nn.Module):
@@ -189,15 +188,6 @@ def module_to_numpy(module):
     return params
 
 
-def _mlp_layers(params):
-    """``[(coef, intercept), ...]`` of the MLP branch stored in ``params``."""
-    layers = []
-    while f"mlp_coef_{len(layers)}" in params:
-        i = len(layers)
-        layers.append((params[f"mlp_coef_{i}"], params[f"mlp_intercept_{i}"]))
-    return layers
-
-
 def module_from_numpy(params, *, dropout=0.0):
     """Rebuild a torch module from :func:`module_to_numpy` output.
 
@@ -213,7 +203,7 @@ def module_from_numpy(params, *, dropout=0.0):
     module : torch.nn.Module
         On CPU, in eval mode.
     """
-    layers = _mlp_layers(params)
+    layers = mlp_layers(params)
     if not layers:
         return build_module("linear", params["coef"], params["intercept"]).eval()
     hidden_size = np.shape(layers[0][0])[1]
@@ -224,44 +214,3 @@ def module_from_numpy(params, *, dropout=0.0):
     for layer, (coef, intercept) in zip(_mlp_linears(module), layers):
         _copy_linear_(layer, coef, intercept)
     return module.eval()
-
-
-def _gelu(x):
-    # Exact (erf) GELU, torch's nn.GELU() default.
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
-
-
-def numpy_forward(params, X):
-    """Apply the adapter with numpy only (no torch), as in eval mode.
-
-    Parameters
-    ----------
-    params : dict of str to ndarray
-        Adapter weights from :func:`module_to_numpy`.
-    X : array-like of shape (n_samples, d_in)
-        Query embeddings.
-
-    Returns
-    -------
-    Z : ndarray of shape (n_samples, d_out), float32
-        Unit-norm adapted embeddings.
-    """
-    X = np.asarray(X, dtype=np.float32)
-    Z = X @ params["coef"] + params["intercept"]
-    if _mlp_layers(params):
-        Z = Z + numpy_residual(params, X)
-    norms = np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), _NORM_EPS)
-    return (Z / norms).astype(np.float32, copy=False)
-
-
-def numpy_residual(params, X):
-    """The residual MLP branch alone, ``mlp(x)``, with numpy (eval mode).
-
-    ``ERAAdapter.transform`` adds it to its own linear part, so only the MLP
-    layers (``mlp_coef_i`` / ``mlp_intercept_i``) of ``params`` are read.
-    """
-    layers = _mlp_layers(params)
-    h = X
-    for coef, intercept in layers[:-1]:
-        h = _gelu(h @ coef.astype(X.dtype) + intercept.astype(X.dtype)).astype(X.dtype, copy=False)
-    return h @ layers[-1][0].astype(X.dtype) + layers[-1][1].astype(X.dtype)

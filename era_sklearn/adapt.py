@@ -10,7 +10,7 @@ attributes.
   documents, L-BFGS from the stage-1 prior. Optimises ranking directly.
 - :class:`Ridge`: closed-form squared error toward the stage-1 map.
 - :class:`Contrastive`: ERA's InfoNCE with hard negatives, in torch (linear
-  or residual MLP, CPU or GPU).
+  or residual MLP, CPU or GPU); needs ``pip install "era-sklearn[torch]"``.
 """
 
 import warnings
@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._closed_form import ridge
+from ._optional import require_torch
 from ._queries import QueryPairs
 from ._selection import relative_alpha_grid, select_ridge
 from ._stage2 import AdaptResult
@@ -139,6 +140,10 @@ class Contrastive(BaseEstimator):
     closed-form :class:`Ridge` map is kept when it ranks those queries
     better.
 
+    Needs torch: ``pip install "era-sklearn[torch]"`` (without it, fitting
+    raises an ImportError that says so). A fitted adapter, its MLP branch
+    included, transforms and loads with numpy alone.
+
     Parameters
     ----------
     model : {"linear", "mlp"}, default="linear"
@@ -207,6 +212,9 @@ class Contrastive(BaseEstimator):
     (6, 3)
     """
 
+    #: Only with the extra: pip install "era-sklearn[torch]".
+    needs_torch = True
+
     _parameter_constraints: ClassVar[dict] = {
         "model": [StrOptions({"linear", "mlp"})],
         "hidden_size": [Interval(Integral, 1, None, closed="left")],
@@ -266,6 +274,7 @@ class Contrastive(BaseEstimator):
         self.device = device
 
     def solve(self, problem):
+        require_torch("The Contrastive solver")
         from ._torch_fit import train_adapt_torch
 
         ridge_solver = Ridge()

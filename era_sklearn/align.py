@@ -10,7 +10,8 @@ attributes.
 - :class:`Procrustes`: a (semi-)orthogonal map, closed form (the default).
 - :class:`LeastSquares`: ridge least squares, closed form.
 - :class:`TorchAlign`: ERA's own stage 1, a torch linear layer with bias
-  trained with a cosine (or MSE / smooth-L1) loss.
+  trained with a cosine (or MSE / smooth-L1) loss. Needs the torch extra:
+  ``pip install "era-sklearn[torch]"``.
 
 The closed-form solvers only read sufficient statistics
 (``X^T X``, ``X^T Y``, column sums), so they stream through
@@ -26,6 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._blas import single_threaded_blas
 from ._closed_form import procrustes, ridge
+from ._optional import require_torch
 
 __all__ = ["LeastSquares", "Procrustes", "TorchAlign"]
 
@@ -131,6 +133,9 @@ class LeastSquares(_ClosedFormAlign):
 class TorchAlign(BaseEstimator):
     """ERA's stage 1: a torch linear layer with bias trained on paired embeddings.
 
+    Needs torch: ``pip install "era-sklearn[torch]"`` (without it, fitting
+    raises an ImportError that says so).
+
     Parameters
     ----------
     loss : {"cosine", "mse", "smooth_l1"}, default="cosine"
@@ -175,6 +180,8 @@ class TorchAlign(BaseEstimator):
     }
     streams = False
     needs_gram = False
+    #: Only with the extra: pip install "era-sklearn[torch]".
+    needs_torch = True
 
     def __init__(self, loss="cosine", init="procrustes", max_epochs=10, lr=1e-3,
                  weight_decay=0.01, batch_size=256, validation_fraction=0.1, device="auto"):
@@ -189,6 +196,7 @@ class TorchAlign(BaseEstimator):
 
     def solve(self, X, Y, stats, *, random_state, verbose=0):
         """``(W, b, history)`` trained on normalised rows ``X``, ``Y``."""
+        require_torch("The TorchAlign solver")
         from ._torch_fit import train_align_torch
 
         W0, b0 = Procrustes().solve_statistics(stats)

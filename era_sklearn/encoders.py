@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.preprocessing import normalize as _normalize_rows
 from sklearn.utils._param_validation import HasMethods, Interval
 
+from era_sklearn._hub import load_named_model
 from era_sklearn._openai_client import EmbeddingAPIError, EmbeddingsClient
 from era_sklearn._text_encoder import TextEncoder
 
@@ -98,8 +99,11 @@ class SentenceTransformerEncoder(_LocalModelEncoder):
     Parameters
     ----------
     model : str, path-like or SentenceTransformer
-        A model name (from the local cache or the Hugging Face hub), a folder
-        saved with ``SentenceTransformer.save``, or a loaded model.
+        A folder saved with ``SentenceTransformer.save`` (or unpacked from a
+        model package), a model name (from the local Hugging Face cache, else
+        downloaded), or a loaded model. A name that is not cached fails at
+        once, with a hint to pass a folder, when ``HF_HUB_OFFLINE`` is set or
+        the hub does not answer within 5 s.
     device : str or None, default=None
         Torch device (``"cpu"``, ``"cuda"``); None lets sentence-transformers choose.
     normalize : bool, default=False
@@ -157,7 +161,9 @@ class SentenceTransformerEncoder(_LocalModelEncoder):
     def _load(self, source):
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(os.fspath(source), device=self.device)
+        name = os.fspath(source)
+        return load_named_model(name, type(self).__name__, lambda local_only: SentenceTransformer(
+            name, device=self.device, local_files_only=local_only))
 
     @staticmethod
     def _digest_model(model):
@@ -195,8 +201,9 @@ class Model2VecEncoder(_LocalModelEncoder):
     Parameters
     ----------
     model : str, path-like or StaticModel
-        A folder saved with ``StaticModel.save_pretrained``, a hub name, or a
-        loaded ``model2vec.StaticModel``.
+        A folder saved with ``StaticModel.save_pretrained``, a hub name (as
+        for :class:`SentenceTransformerEncoder`: cached, else downloaded, else
+        a prompt error), or a loaded ``model2vec.StaticModel``.
     normalize : bool, default=False
         L2-normalise the output rows (zero rows stay zero). The model's own
         ``normalize`` setting applies in any case.
@@ -240,7 +247,15 @@ class Model2VecEncoder(_LocalModelEncoder):
     def _load(self, source):
         from model2vec import StaticModel
 
-        return StaticModel.from_pretrained(os.fspath(source))
+        def load(local_only):
+            if not local_only:
+                return StaticModel.from_pretrained(name)
+            from huggingface_hub import snapshot_download  # model2vec has no offline switch
+
+            return StaticModel.from_pretrained(snapshot_download(name, local_files_only=True))
+
+        name = os.fspath(source)
+        return load_named_model(name, type(self).__name__, load)
 
     @staticmethod
     def _digest_model(model):

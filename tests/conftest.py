@@ -3,6 +3,19 @@
 import pytest
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "torch: needs torch (the era-sklearn[torch] extra); skipped where it is absent"
+    )
+
+
+def pytest_runtest_setup(item):
+    # The default path's tests run without torch (.ci/run checks it in a fresh venv);
+    # those that train or read with torch say so with @pytest.mark.torch.
+    if item.get_closest_marker("torch"):
+        pytest.importorskip("torch")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Torch tests run on one intra-op thread.

@@ -281,6 +281,7 @@ def fast_contrastive(**kw):
     return Contrastive(**{"max_epochs": 5, "batch_size": 32, "device": "cpu", **kw})
 
 
+@pytest.mark.torch
 def test_contrastive_is_deterministic_and_records_history():
     X, Y, Xl, Yl, groups = aligned_and_labels()
     # No validation split: plain training, so seeds must show in the weights.
@@ -296,6 +297,7 @@ def test_contrastive_is_deterministic_and_records_history():
     assert {"epoch", "train_loss", "valid_loss"} <= set(epochs[0])
 
 
+@pytest.mark.torch
 def test_contrastive_skips_training_with_too_few_queries():
     X, Y, Xl, Yl, groups = aligned_and_labels()
     few = np.isin(groups, np.arange(12))  # 12 queries < 2 x min_valid_queries
@@ -307,6 +309,7 @@ def test_contrastive_skips_training_with_too_few_queries():
     np.testing.assert_array_equal(adapter.coef_, ridge_only.coef_)
 
 
+@pytest.mark.torch
 def test_mixing_closed_form_and_torch_stages():
     X, Y, Xl, Yl, groups = aligned_and_labels()
     torch_then_ridge = ERAAdapter(align=TorchAlign(max_epochs=2, device="cpu"), adapt="ridge",

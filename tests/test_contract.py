@@ -254,6 +254,7 @@ def test_zero_query_maps_to_zero_and_hybrid_keeps_the_other_block():
 
 
 # -- the paper's recipe ------------------------------------------------------------------
+@pytest.mark.torch
 def test_paper_recipe_carries_exactly_the_official_settings(monkeypatch):
     """paper_recipe() hands the torch solvers ERAConfig's settings (PAPER_ALIGN / PAPER_ADAPT),
     the ones benchmarks/paper_parity.py measured against the official code."""

@@ -1,9 +1,12 @@
 """Execute the ```python blocks of the documentation pages.
 
 Each page's blocks run in order in one namespace, as a reader would paste
-them, so the examples in the docs cannot drift from the API.
+them, so the examples in the docs cannot drift from the API. A block that opens
+with :data:`NEEDS_TORCH` needs the torch extra: where torch is absent it is left
+out, and the blocks after it must run without its names.
 """
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -14,6 +17,8 @@ matplotlib.use("Agg")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = ["quickstart.md", "user_guide.md", "persistence.md", "../README.md"]
+#: First line of a block that needs ``pip install "era-sklearn[torch]"`` (shown to readers too).
+NEEDS_TORCH = '# needs torch: pip install "era-sklearn[torch]"'
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 
 
@@ -29,8 +34,11 @@ def test_page_examples_run(page, monkeypatch, tmp_path):
     namespace = {"__name__": f"docs_{Path(page).stem}"}
     import sklearn
 
+    has_torch = importlib.util.find_spec("torch") is not None
     with sklearn.config_context():  # a page that changes the global config cannot leak it
         for i, block in enumerate(blocks):
+            if block.startswith(NEEDS_TORCH) and not has_torch:
+                continue
             code = compile(block, f"{DOCS / page}[python block {i}]", "exec")
             exec(code, namespace)  # noqa: S102 - the docs' own examples
 
@@ -85,3 +93,17 @@ def test_api_page_lists_every_public_name():
     unrendered = [n for n, m in public.items()
                   if f"{m}.{n}" not in directives and (m == "era_sklearn" or m not in directives)]
     assert not unrendered
+
+
+#: What only the torch extra runs, as the docs' examples would write it.
+_TORCH_ONLY = re.compile(r"TorchAlign\(|Contrastive\(|paper_recipe\(|from_era_checkpoint\(|"
+                         r"^import torch|[\"'](torch|contrastive)[\"']", flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_torch_blocks_say_so(page):
+    """A block that runs a torch-only feature opens with NEEDS_TORCH, for readers and for
+    the torch-free CI run (which leaves such blocks out)."""
+    for i, block in enumerate(python_blocks(page)):
+        if _TORCH_ONLY.search(block):
+            assert block.startswith(NEEDS_TORCH), f"{page} python block {i} needs torch"

@@ -82,7 +82,8 @@ def _fit(kind, dtype):
     return est.fit_align(X, Y).fit(X[:40], Y[:40]), X
 
 
-KINDS = ["align_only", "closed_form", "hybrid", "streamed", "contrastive_mlp"]
+KINDS = ["align_only", "closed_form", "hybrid", "streamed",
+         pytest.param("contrastive_mlp", marks=pytest.mark.torch)]
 
 
 @pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
@@ -106,6 +107,7 @@ def test_round_trip_gives_identical_transform(kind, dtype, tmp_path):
         assert repr(getattr(loaded, name)) == repr(value), name
 
 
+@pytest.mark.torch
 def test_contrastive_mlp_saves_its_branch_as_tensors(tmp_path):
     est, _ = _fitted("contrastive_mlp", np.float32)
     assert est.module_params_ is not None  # the case exercises the MLP branch
@@ -388,6 +390,7 @@ def test_wrong_shape_tensor_is_refused(saved):
         ERAAdapter.load(path)
 
 
+@pytest.mark.torch
 def test_non_finite_mlp_weights_are_refused(tmp_path):
     est, _ = _fitted("contrastive_mlp", np.float32)
     path = est.save(tmp_path / "m")
@@ -398,6 +401,7 @@ def test_non_finite_mlp_weights_are_refused(tmp_path):
         ERAAdapter.load(path)
 
 
+@pytest.mark.torch
 def test_inconsistent_mlp_layers_are_refused(tmp_path):
     est, _ = _fitted("contrastive_mlp", np.float32)
     path = est.save(tmp_path / "m")

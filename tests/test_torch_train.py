@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from era_sklearn import _torch_train
 from era_sklearn._negatives import match_rows, mine_hard_negatives, sample_random_negatives
