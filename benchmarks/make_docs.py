@@ -43,12 +43,13 @@ TITLES = {
     "stage2": "Stage 2 (softmax default): stability and speed",
     "paper_parity": "paper_recipe() against the official ERA code",
     "encoder_cost": "Cost per query: encoders, adapter, search",
+    "penalty_default": "Default penalty: fixed C on training queries only",
 }
 
 #: Sections first, by file-name prefix: the quality tables, then the few-label ones.
 LEADING = ("quality_", "fewlabel_")
 #: Order of the sections after those: these, then anything else.
-ORDER = ["stage2", "paper_parity", "encoder_cost", "speed", "streaming", "torch_speed", "index"]
+ORDER = ["penalty_default", "stage2", "paper_parity", "encoder_cost", "speed", "streaming", "torch_speed", "index"]
 
 #: Sections of older results files that a later benchmark took over: quality runs
 #: before benchmarks/encoder_cost.py noted the hybrid rows' encoder cost themselves
