@@ -103,20 +103,27 @@ class EmbeddingCache:
         """
         found, n_bad = {}, 0
         with self._connection() as conn:
-            width = self._model_width(conn)
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT key, dim, vector FROM vectors WHERE namespace = ? AND key IN ({marks})",
-                    [self.namespace, *chunk],
-                )
-                for key, dim, blob in rows:
-                    vector = _valid_vector(dim, blob, width)
-                    if vector is None:
-                        n_bad += 1
-                    else:
-                        found[key] = vector
+            # One read transaction: the width and the rows from the same snapshot (a writer
+            # commits rows and width together; read apart, a concurrent first write made every
+            # row look foreign).
+            conn.execute("BEGIN")
+            try:
+                width = self._model_width(conn)
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start:start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(
+                        f"SELECT key, dim, vector FROM vectors WHERE namespace = ? "
+                        f"AND key IN ({marks})", [self.namespace, *chunk],
+                    )
+                    for key, dim, blob in rows:
+                        vector = _valid_vector(dim, blob, width)
+                        if vector is None:
+                            n_bad += 1
+                        else:
+                            found[key] = vector
+            finally:
+                conn.execute("COMMIT")
         if n_bad:
             warnings.warn(
                 f"{n_bad} cached embedding(s) in {self.path} are invalid (NaN or infinity, a torn "

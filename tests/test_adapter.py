@@ -167,7 +167,8 @@ def test_label_only_without_fit_align():
     _, _, R = planted()
     Xl, Yl, groups = query_pairs(R, n_queries=120, noise=0.05)
     for adapt in ["ridge", "softmax"]:
-        adapter = ERAAdapter(adapt=adapt, random_state=0).fit(Xl, Yl, groups=groups)
+        with pytest.warns(UserWarning, match="fit without a stage-1 map learns from the 120"):
+            adapter = ERAAdapter(adapt=adapt, random_state=0).fit(Xl, Yl, groups=groups)
         assert adapter.align_coef_ is None
         assert adapter.score(Xl, Yl) > 0.9, adapt
 

@@ -470,6 +470,8 @@ def self_signed_certificate(folder):
     return cert_file, key_file
 
 
+# The test server's own TLS sockets, left when the client gives up at its deadline.
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
 def test_https_is_verified_and_bounded_by_the_deadline(server, tmp_path, monkeypatch):
     cert_file, key_file = self_signed_certificate(tmp_path)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
