@@ -403,11 +403,13 @@ class Softmax(BaseEstimator):
         subs = {b: self._subproblem(problem, b) for b in blends}
         # The cheap encoder alone, scored on the same held-out queries (hybrid only).
         cheap = {"cheap encoder": problem.prior(0.0)} if problem.hybrid else {}
-        searches = {b: search_penalty(sub, prior, lams=lams, max_iter=self.max_iter,
-                                      random_state=problem.random_state,
-                                      also_score=cheap if not _plain(problem, b) else {})
-                    for b, (sub, prior) in subs.items()}
-        blend, blend_summary = choose_blend(searches, problem.default_blend)
+        searches = {}
+        for b, (sub, prior) in subs.items():  # the default blend first
+            searches[b] = search_penalty(
+                sub, prior, lams=self._blend_lams(lams, searches), max_iter=self.max_iter,
+                random_state=problem.random_state,
+                also_score=cheap if not _plain(problem, b) else {})
+        blend, blend_summary = choose_blend(searches, blends[0])
         sub, prior = subs[blend]
         W, history = final_fit(sub, prior, searches[blend], max_iter=self.max_iter)
         if len(blends) > 1:
@@ -416,6 +418,16 @@ class Softmax(BaseEstimator):
         return AdaptResult(coef=_full_map(W, problem, blend), intercept=problem.intercept,
                            blend=blend, penalty=float(searches[blend].lam), history=history,
                            heldout=heldout)
+
+    @staticmethod
+    def _blend_lams(lams, searches):
+        """Penalties for a further blend: all of them with few labels; with many (one
+        held-out split and the adaptive search), only the first blend's choice, so that
+        comparing blends costs one more held-out fit rather than a second search."""
+        first = next(iter(searches.values()), None)
+        if lams is not None or first is None or not first.many:
+            return lams
+        return [] if np.isinf(first.C) else [first.lam]
 
     def _subproblem(self, problem, blend):
         """The softmax problem and prior of one blend (blend 1.0: the query block alone)."""
