@@ -7,8 +7,10 @@ query), for each set and document encoder:
   test nDCG@10 of each, their mean and standard deviation.
 * **Speed**: ``fit_align`` + ``fit`` (the choice of ``lam`` included), ``corpus=``
   given, ``random_state=0``; the median of ``--repeats`` runs at one BLAS thread and
-  at two (threadpoolctl), rounds alternating so that load on this shared machine
-  hits both alike; then one ``adapt="contrastive"`` fit at one thread, for the ratio.
+  at two (threadpoolctl), and of the hybrid (``hybrid=True``, the choice of blend
+  included) at one thread, rounds alternating so that load on this shared machine
+  hits all alike; then one ``adapt="contrastive"`` fit at one thread, for the ratio
+  (skipped without the torch extra).
 
 Usage::
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import shlex
@@ -56,12 +59,18 @@ def fixed_problem(data):
 def fit(data, align, pairs, **params):
     qi, di, grades = pairs
     adapter = ERAAdapter(**params)
+    hybrid = params.get("hybrid", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adapter.fit_align(data.D_strong[align], data.D_cheap[align])
-        adapter.fit(data.Q_strong[qi], data.D_cheap[di], sample_weight=grades, groups=qi,
-                    corpus=Corpus(data.D_cheap))
+        adapter.fit_align(queries_of(data.D_strong, data.D_cheap, align, hybrid),
+                          data.D_cheap[align])
+        adapter.fit(queries_of(data.Q_strong, data.Q_cheap, qi, hybrid), data.D_cheap[di],
+                    sample_weight=grades, groups=qi, corpus=Corpus(data.D_cheap))
     return adapter
+
+
+def queries_of(strong, cheap, rows, hybrid):
+    return np.hstack([strong[rows], cheap[rows]]) if hybrid else strong[rows]
 
 
 def timed(func):
@@ -81,17 +90,26 @@ def run_pair(dataset, doc_encoder, repeats, log):
         stability.append(ev(adapter.transform(queries), data.D_cheap_n)["ndcg@10"])
         log(f"  {dataset}/{doc_encoder} random_state={rs}: nDCG@10 {stability[-1]:.4f} "
             f"(penalty {adapter.penalty_:.3g})")
-    times = {1: [], 2: []}
+    times = {1: [], 2: [], "hybrid": []}
     for _ in range(repeats):
         for threads in (1, 2):
             with threadpool_limits(threads):
                 times[threads].append(timed(lambda: fit(data, align, pairs, random_state=0)))
-    with threadpool_limits(1):
-        contrastive = timed(lambda: fit(data, align, pairs, adapt="contrastive",
-                                        random_state=0))
+        with threadpool_limits(1):
+            times["hybrid"].append(timed(lambda: fit(data, align, pairs, hybrid=True,
+                                                     random_state=0)))
+    contrastive = float("nan")
+    if importlib.util.find_spec("torch") is not None:
+        with threadpool_limits(1):
+            contrastive = timed(lambda: fit(data, align, pairs, adapt="contrastive",
+                                            random_state=0))
     median = {t: float(np.median(v)) for t, v in times.items()}
+    hybrid = fit(data, align, pairs, hybrid=True, random_state=0)
+    hybrid_ndcg = ev(hybrid.transform(queries_of(data.Q_strong, data.Q_cheap, ev.rows, True)),
+                     data.D_cheap_n)["ndcg@10"]
     log(f"  {dataset}/{doc_encoder}: median fit {median[1]:.2f} s (1 thread), "
-        f"{median[2]:.2f} s (2 threads); contrastive {contrastive:.1f} s")
+        f"{median[2]:.2f} s (2 threads), hybrid {median['hybrid']:.2f} s (1 thread, blend "
+        f"{hybrid.blend_:g}, nDCG@10 {hybrid_ndcg:.4f}); contrastive {contrastive:.1f} s")
     return {
         "dataset": dataset, "doc_encoder": doc_encoder,
         "n_train_queries": len(np.unique(pairs[0])), "n_docs": len(data.corpus_ids),
@@ -99,6 +117,8 @@ def run_pair(dataset, doc_encoder, repeats, log):
         "stability_mean": float(np.mean(stability)), "stability_std": float(np.std(stability)),
         "seconds": {str(t): v for t, v in times.items()},
         "median_s": {str(t): v for t, v in median.items()},
+        "hybrid_blend": hybrid.blend_, "hybrid_ndcg@10": hybrid_ndcg,
+        "ratio_hybrid_to_plain_1_thread": median["hybrid"] / median[1],
         "contrastive_s_1_thread": contrastive,
         "ratio_contrastive_to_softmax": contrastive / median[1],
     }
@@ -117,8 +137,9 @@ def markdown(rows, meta):
         f"machine (load average at start {meta['load_start']}, at end {meta['load_end']})."),
         "",
         ("| set / index | nDCG@10 rs 0..4 | std (target <= 0.005) | fit 1 thread | "
-        "fit 2 threads | 2 / 1 | contrastive (1 thread) | contrastive / softmax |"),
-        "|---|---|---|---|---|---|---|---|",
+        "fit 2 threads | 2 / 1 | hybrid (1 thread) | hybrid / plain (target <= 1.5) | "
+        "contrastive (1 thread) | contrastive / softmax |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r["stability_ndcg@10"]
@@ -126,7 +147,8 @@ def markdown(rows, meta):
         lines.append(
             f"| {r['dataset']} / {r['doc_encoder']} | {' '.join(f'{v:.4f}' for v in s.values())}"
             f" | {r['stability_std']:.4f} | {m['1']:.2f} s | {m['2']:.2f} s | "
-            f"{m['2'] / m['1']:.2f} | {r['contrastive_s_1_thread']:.1f} s | "
+            f"{m['2'] / m['1']:.2f} | {m['hybrid']:.2f} s (blend {r['hybrid_blend']:g}) | "
+            f"{r['ratio_hybrid_to_plain_1_thread']:.2f} | {r['contrastive_s_1_thread']:.1f} s | "
             f"{r['ratio_contrastive_to_softmax']:.1f}x |")
     return "\n".join(lines) + "\n"
 
