@@ -18,7 +18,7 @@ Rows:
 * ``default``: ``ERAAdapter(random_state=d)``, fit_align, then ``fit`` on the labelled
   pairs (``sample_weight`` = grades, ``groups`` = query rows, ``corpus=Corpus(cheap)``).
 * ``hybrid``: ``ERAAdapter(hybrid=True, random_state=d)`` on ``[strong, cheap]`` inputs.
-* ``C=k``: ``ERAAdapter(adapt=Softmax(lam=k / n_queries))`` after the same fit_align
+* ``C=k``: ``ERAAdapter(adapt=Softmax(alpha=k / n_queries))`` after the same fit_align
   (``n_queries``: the labelled queries of the draw): a fixed penalty, no selection.
 * ``oracle``: per (set, index, budget) the one fixed C whose mean over that cell's draws
   is best *on the test queries*: hindsight, not a method.
@@ -94,9 +94,9 @@ def c_name(C):
 
 
 def fixed_c_method(C, n_queries):
-    """The fixed-penalty row ``C``: Softmax(lam=C / n_queries) after fit_align."""
-    return qm.Method(c_name(C), "fixed C", {"adapt": Softmax(lam=C / n_queries)},
-                     description=f"ERAAdapter(adapt=Softmax(lam={C:g} / n_queries))")
+    """The fixed-penalty row ``C``: Softmax(alpha=C / n_queries) after fit_align."""
+    return qm.Method(c_name(C), "fixed C", {"adapt": Softmax(alpha=C / n_queries)},
+                     description=f"ERAAdapter(adapt=Softmax(alpha={C:g} / n_queries))")
 
 
 # -- the fits -------------------------------------------------------------------------
@@ -392,7 +392,7 @@ def markdown(run, meta, targets):
         ("Every test query ranks the full corpus (cheap encoder, L2-normalised, exact search) "
          "by cosine with `adapter.transform(query)`. Cells: mean ± std over draws. "
          f"Stage 1 always sees {N_ALIGN_DOCS} corpus documents sampled per draw. `C=k` is "
-         "`ERAAdapter(adapt=Softmax(lam=k / n_queries))` after the same fit_align (no "
+         "`ERAAdapter(adapt=Softmax(alpha=k / n_queries))` after the same fit_align (no "
          f"selection). The {ORACLE_LABEL} row is the fixed-C row (named in the cell) with "
          "the best nDCG@10 mean over the cell's draws, chosen on the TEST queries; its "
          "recall@100 cells use the same C."), "",
@@ -511,7 +511,7 @@ def parse_args(argv=None):
     p.add_argument("--draws-all", nargs="+", default=["5"], metavar="N|SET=N",
                    help="draws at the 'all' budget, e.g. '5 nfcorpus=3' (default 5)")
     p.add_argument("--fixed-C", nargs="*", type=float, default=list(FIXED_C),
-                   help="the fixed-penalty grid (lam = C / n_queries); empty: no fixed-C rows")
+                   help="the fixed-penalty grid (alpha = C / n_queries); empty: no fixed-C rows")
     p.add_argument("--no-fixed-all", action="store_true",
                    help="skip the fixed-C fits at 'all' (the costly ones; no oracle there)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),

@@ -7,7 +7,7 @@ when held-out scores cannot tell the grid's values apart. That default may
 not be read off test queries, so this study never touches them: for each
 shared set and index, the train split's queries are split once per draw into
 an *evaluation* part (``N_EVAL`` queries) and a pool; a budget of labelled
-queries is drawn from the pool, ``ERAAdapter(adapt=Softmax(lam=C / n))`` is
+queries is drawn from the pool, ``ERAAdapter(adapt=Softmax(alpha=C / n))`` is
 fitted for each ``C`` of the grid after the usual ``fit_align``, and scored
 (nDCG@10) on the evaluation part. The table gives, per budget, the mean gain
 of each ``C`` over stage 1 across sets, indexes and draws, and the best ``C``.
@@ -67,7 +67,7 @@ def study(task):
             n = len(np.unique(qi))
             gains = {}
             for C in GRID:
-                adapter = ERAAdapter(adapt=Softmax(lam=C / n), random_state=draw)
+                adapter = ERAAdapter(adapt=Softmax(alpha=C / n), random_state=draw)
                 adapter.fit_align(data.D_strong[docs], data.D_cheap[docs])
                 adapter.fit(data.Q_strong[qi], data.D_cheap[di], sample_weight=g, groups=qi,
                             corpus=Corpus(data.D_cheap))
@@ -105,7 +105,7 @@ def main(argv=None):
             f"Command: `python -m benchmarks.penalty_default --draws {args.draws}`; "
             f"{len(tasks)} set/index/draw runs, {N_EVAL} evaluation queries each (train split), "
             f"one BLAS thread per worker, {time.time() - t0:.0f} s.\n\n"
-            f"Mean nDCG@10 gain of `Softmax(lam=C / n)` over stage 1 (SciFact and NFCorpus, "
+            f"Mean nDCG@10 gain of `Softmax(alpha=C / n)` over stage 1 (SciFact and NFCorpus, "
             f"MiniLM and m2v indexes, {args.draws} draws):\n\n{table}\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ query), for each set and document encoder:
 
 * **Stability**: ``ERAAdapter(random_state=rs)`` for rs = 0..4, ``corpus=`` given;
   test nDCG@10 of each, their mean and standard deviation.
-* **Speed**: ``fit_align`` + ``fit`` (the choice of ``lam`` included), ``corpus=``
+* **Speed**: ``fit_align`` + ``fit`` (the choice of ``alpha`` included), ``corpus=``
   given, ``random_state=0``; the median of ``--repeats`` runs at one BLAS thread and
   at two (threadpoolctl), and of the hybrid (``hybrid=True``, the choice of blend
   included) at one thread, rounds alternating so that load on this shared machine
@@ -132,7 +132,7 @@ def markdown(rows, meta):
         f"wall time {meta['wall_s']:.0f} s."), "",
         ("Data fixed: 1,000 alignment documents (seed 0) and every official training query; "
         "nDCG@10 on the official test queries over the whole corpus. Times: `fit_align` + "
-        "`fit` with `corpus=` (the choice of `lam` included), median of "
+        "`fit` with `corpus=` (the choice of `alpha` included), median of "
         f"{meta['repeats']} alternating rounds per thread count, on this shared 2-core "
         f"machine (load average at start {meta['load_start']}, at end {meta['load_end']})."),
         "",

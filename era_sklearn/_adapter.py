@@ -155,8 +155,9 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     blend_ : float or None
         Hybrid blend used.
     penalty_ : float or None
-        Stage-2 strength toward the prior chosen by the solver (Ridge's
-        ``alpha``, Softmax's ``lam``). ``inf`` means the map is the prior
+        The chosen alpha: the solver's stage-2 strength toward the prior, on
+        that solver's scale (see ``alpha`` of :class:`~era_sklearn.adapt.Softmax`
+        and :class:`~era_sklearn.adapt.Ridge`). ``inf`` means the map is the prior
         itself: after :meth:`fit_align`, the stage-1 map (the held-out
         labelled queries scored no better under any penalty tried, see
         ``heldout_ndcg_``); for a hybrid, the blended stage-1 map; without
@@ -167,7 +168,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     history_ : dict or None
         Stage-2 training history of an iterative solver.
     heldout_ndcg_ : dict or None
-        What the choice of ``Softmax(lam="auto")`` rests on: mean held-out
+        What the choice of ``Softmax(alpha="auto")`` rests on: mean held-out
         nDCG@10 of the labelled queries (cross-validated, each query scored
         by a map fitted without it) and its standard error, ``{"mean", "se"}``,
         for ``"stage 1"``, the ``"chosen"`` map, their paired ``"gain over
@@ -273,7 +274,7 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         name (``"softmax"``, ``"procrustes"``), and a name has no parameters:
         a nested key on one is a ValueError naming the object to pass instead,
         also when raised from ``GridSearchCV``, whose grid can search over
-        solver objects: ``{"adapt": [Softmax(lam=v) for v in values]}``.
+        solver objects: ``{"adapt": [Softmax(alpha=v) for v in values]}``.
 
         Parameters
         ----------

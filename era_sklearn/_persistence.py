@@ -47,6 +47,10 @@ estimator's ``_validate_params`` (and each solver object's); fitted arrays
 must agree with ``n_features_in_`` and with each other, and weights must be
 finite. Any failure is a ``ValueError`` naming the file.
 
+A parameter renamed since a file was written (a class's ``_renamed_parameters``,
+e.g. 0.2's ``Softmax(lam=...)``) is read under its new name: such files load
+unchanged and without a warning.
+
 Files written by era-sklearn 0.1 (``.npz``) are not read by :func:`load_adapter`;
 :func:`era_sklearn._legacy_format.convert_legacy_adapter` rewrites one in this
 format (reading it with the same bounds).
@@ -687,6 +691,7 @@ def _allowed_class(module, name, allowed, where):
 def _build(cls, params, where):
     """``cls(**params)``, refused unless the names are exactly its parameters and valid."""
     label = f"{where}: " if where else ""
+    params = _current_names(cls, params)
     names = set(cls._get_param_names())
     missing, extra = sorted(names - set(params)), sorted(set(params) - names)
     if missing:
@@ -704,6 +709,24 @@ def _build(cls, params, where):
     except (ValueError, TypeError) as exc:  # InvalidParameterError is both
         raise _Invalid(f"{label}invalid parameter: {exc}") from None
     return est
+
+
+def _current_names(cls, params):
+    """Parameters saved before a rename (``cls._renamed_parameters``) under their new names.
+
+    An era-sklearn 0.2 file holds Softmax's ``lam`` / ``lams`` and no ``alpha`` /
+    ``alphas``: the values move to the new names and the old ones stay unset, so
+    the file loads (and refits) without a deprecation warning. A file with both
+    names (written since 0.3) is read as written.
+    """
+    renamed = {old: new for old, new in getattr(cls, "_renamed_parameters", {}).items()
+               if old in params and new not in params}
+    if not renamed:
+        return params
+    signature = inspect.signature(cls).parameters
+    current = {renamed.get(name, name): value for name, value in params.items()}
+    current.update({old: signature[old].default for old in renamed})
+    return current
 
 
 def _check_attribute_name(cls, name, params, where):

@@ -96,7 +96,7 @@ class AdaptResult:
     coef: np.ndarray
     intercept: np.ndarray
     blend: float = 1.0
-    penalty: float | None = None  # alpha (ridge) or lam (softmax) chosen
+    penalty: float | None = None  # the chosen alpha (on the solver's own scale)
     module_params: dict | None = None  # MLP branch of a torch model
     history: dict | None = None
     cv_results: dict | None = field(default=None)

@@ -13,13 +13,14 @@ attributes.
   or residual MLP, CPU or GPU); needs ``pip install "era-sklearn[torch]"``.
 """
 
+import inspect
 import warnings
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 
 from ._closed_form import ridge
 from ._optional import require_torch
@@ -31,6 +32,9 @@ __all__ = ["Contrastive", "Ridge", "Softmax"]
 
 #: Fewest distinct labelled queries for held-out selection.
 MIN_QUERIES_FOR_SELECTION = 4
+
+#: Default of a renamed parameter's old name: not set (scikit-learn's convention).
+DEPRECATED = "deprecated"
 
 
 def _check_finite_grid(values, name):
@@ -46,6 +50,44 @@ def _check_finite_grid(values, name):
     return [float(v) for v in grid]
 
 
+def _renamed_settings(solver, *, warn):
+    """``{new name: (value, name set)}`` of each renamed parameter: under its new or old name.
+
+    An old name that is set takes effect (with a FutureWarning when ``warn``,
+    i.e. when the solver fits); set together with its new name it is an error
+    naming both, whichever way ``warn`` is.
+    """
+    settings, solver_name = {}, type(solver).__name__
+    defaults = inspect.signature(type(solver)).parameters
+    for old, new in solver._renamed_parameters.items():
+        old_value, new_value = getattr(solver, old), getattr(solver, new)
+        if isinstance(old_value, str) and old_value == DEPRECATED:
+            settings[new] = (new_value, new)
+            continue
+        default = defaults[new].default
+        if not (new_value is default or isinstance(new_value, str) and new_value == default):
+            raise ValueError(
+                f"{solver_name} got both {old}={_short_repr(old_value)} and "
+                f"{new}={_short_repr(new_value)}: {old} is the deprecated name of {new} (same "
+                f"values, same scale). Set {new} only."
+            )
+        if warn:
+            warnings.warn(
+                f"{solver_name}({old}=...) is deprecated since era_sklearn 0.3 and will be removed "
+                f"in 0.4: it was renamed {new} (same values, same scale). Write "
+                f"{solver_name}({new}=...), or adapt__{new} in set_params and GridSearchCV grids.",
+                FutureWarning,
+                stacklevel=5,  # the line that called fit(): solve <- fit <- sklearn's _fit_context
+            )
+        settings[new] = (old_value, old)
+    return settings
+
+
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Ridge(BaseEstimator):
     """Closed-form stage 2: ``argmin ||X W - Y||^2 + alpha ||W - W_prior||^2``.
 
@@ -54,14 +96,26 @@ class Ridge(BaseEstimator):
     stage-1 map) always a candidate that a finite alpha must beat by one
     standard error of the per-query gains.
 
+    ``alpha`` is absolute: it weighs ``||W - W_prior||^2`` against the
+    weighted *sum* of squared errors ``sum_i w_i ||x_i W + b - y_i||^2`` over
+    the labelled rows (normalised as ``transform`` normalises them; under
+    ``query_weighting="balanced"`` each query's rows weigh 1 in all), so its
+    useful range grows with the number of queries. (:class:`Softmax`'s
+    ``alpha`` weighs a *mean* per-query loss instead: the two scales differ.)
+
     Parameters
     ----------
     alpha : float or "auto", default="auto"
-        Strength toward the prior (``inf`` keeps it). ``"auto"``: chosen (with
-        the hybrid blend) on held-out queries.
+        Strength toward the prior, absolute as above (``inf`` keeps the prior,
+        0 is least squares). ``"auto"``: chosen (with the hybrid blend) on
+        held-out queries among ``alphas`` and ``inf``.
     alphas : array-like of float or None, default=None
-        Candidates for ``alpha="auto"``; None uses 11 factors from
-        10**-2.5 to 10**2.5 times the mean eigenvalue of ``X^T W X``.
+        Candidate values of ``alpha`` for ``alpha="auto"``, absolute like
+        ``alpha`` and used as given (``inf`` is added). None: a grid relative
+        to the data, ``f * m`` for the 11 factors ``f = np.logspace(-2.5,
+        2.5, 11)``, where ``m`` is the mean eigenvalue ``trace(X^T W X) / d_in``
+        of the weighted Gram matrix of the labelled queries. After a held-out
+        choice, ``cv_results_["alpha"]`` lists the values tried.
     n_folds : int, default=5
         Query folds for ``alpha="auto"``.
 
@@ -327,7 +381,7 @@ class Softmax(BaseEstimator):
     Minimises, over the linear map ``W``,
 
         mean_q  -sum_d t_qd log softmax_d( cos(x_q W + b, c_d) / temperature )
-            + lam ||W - W_prior||^2
+            + alpha ||W - W_prior||^2
 
     where ``d`` runs over the candidate documents (the corpus, or
     ``align_docs_`` plus the labelled documents) and ``t_q`` is the query's
@@ -336,22 +390,30 @@ class Softmax(BaseEstimator):
     query's relevant documents above the other candidates. L-BFGS from the
     prior with an analytic gradient (numpy; no torch), deterministic.
 
+    ``alpha`` weighs the penalty against the *mean* per-query loss (the
+    query weights sum to 1), so ``alpha = C / n_queries`` weighs ``C``
+    against the summed loss: the Method docs speak of ``C``, the parameters
+    hold ``alpha``. (:class:`Ridge`'s ``alpha`` weighs a sum of squared
+    errors instead: the two scales differ.)
+
     Parameters
     ----------
-    lam : float or "auto", default="auto"
-        Penalty toward the prior (``inf`` keeps it). ``"auto"``: chosen on
-        held-out labelled queries among data-scaled values ``C / n_queries``
-        (a held-out split, or query folds when labels are few): the strongest
-        penalty within one standard error of the best held-out nDCG@10, kept
-        only when it beats the prior by two standard errors of the per-query
-        gains (else the stage-1 map is kept, ``penalty_ = inf``).
-    lams : array-like of float or None, default=None
-        Candidate penalties for ``lam="auto"``; None searches ``C`` adaptively.
+    alpha : float or "auto", default="auto"
+        Penalty strength toward the prior, against the mean per-query loss
+        (``inf`` keeps the prior). ``"auto"``: chosen on held-out labelled
+        queries among ``alpha = C / n_queries`` for a grid of ``C`` (query
+        folds when labels are few, one held-out split and an adaptive search
+        when they are many), by the rule of the Method docs; ``penalty_ =
+        inf`` when stage 1 is kept.
+    alphas : array-like of float or None, default=None
+        Candidate values of ``alpha`` (same scale: ``C / n_queries``, not
+        ``C``) for ``alpha="auto"``, all tried; None: the rule's own ``C``
+        (a grid with few labels, an adaptive search with many).
     temperature : float, default=0.05
         Softmax temperature over cosine scores.
     max_iter : int, default=100
         Most L-BFGS iterations of each held-out fit (they stop early on
-        held-out nDCG@10), and of the single fit when ``lam`` is a number.
+        held-out nDCG@10), and of the single fit when ``alpha`` is a number.
         After the search, the fit on every query starts from the held-out
         maps at the chosen penalty and runs 6 iterations.
     max_candidates : int, default=20000
@@ -359,6 +421,12 @@ class Softmax(BaseEstimator):
         ranks highest for the labelled queries, and a fixed random sample,
         this many rows in all (memory and time stay bounded for 1e5-1e6
         documents).
+    lam : float or "auto"
+        Deprecated since 0.3, removed in 0.4: the 0.2 name of ``alpha`` (same
+        value, same scale). Setting it warns (FutureWarning) when the solver
+        fits, and it takes effect; setting ``alpha`` too is an error.
+    lams : array-like of float
+        Deprecated since 0.3, removed in 0.4: the 0.2 name of ``alphas``.
 
     Examples
     --------
@@ -367,46 +435,62 @@ class Softmax(BaseEstimator):
     >>> from era_sklearn.adapt import Softmax
     >>> rng = np.random.default_rng(0)
     >>> X, Y = rng.normal(size=(40, 6)), rng.normal(size=(40, 3))
-    >>> ERAAdapter(adapt=Softmax(lam=1.0)).fit(X, Y).coef_.shape
-    (6, 3)
+    >>> adapter = ERAAdapter(adapt=Softmax(alpha=1.0)).fit(X, Y)
+    >>> adapter.coef_.shape, adapter.penalty_
+    ((6, 3), 1.0)
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "lam": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
-        "lams": ["array-like", None],
+        "alpha": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"})],
+        "alphas": ["array-like", None],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "max_candidates": [Interval(Integral, 2, None, closed="left")],
+        "lam": [Interval(Real, 0, None, closed="both"), StrOptions({"auto"}),
+                Hidden(StrOptions({DEPRECATED}))],
+        "lams": ["array-like", Hidden(StrOptions({DEPRECATED}))],
     }
 
-    def __init__(self, lam="auto", lams=None, temperature=0.05, max_iter=100,
-                 max_candidates=20000):
-        self.lam = lam
-        self.lams = lams
+    #: Parameters renamed in 0.3, old name -> new name. Files saved by 0.2
+    #: hold the old names; ``load`` reads them under the new ones.
+    _renamed_parameters: ClassVar[dict] = {"lam": "alpha", "lams": "alphas"}
+
+    def __init__(self, alpha="auto", alphas=None, temperature=0.05, max_iter=100,
+                 max_candidates=20000, lam=DEPRECATED, lams=DEPRECATED):
+        self.alpha = alpha
+        self.alphas = alphas
         self.temperature = temperature
         self.max_iter = max_iter
         self.max_candidates = max_candidates
+        self.lam = lam
+        self.lams = lams
+
+    def _validate_params(self):
+        """scikit-learn's checks, and no old name set together with its new one."""
+        super()._validate_params()
+        _renamed_settings(self, warn=False)
 
     def solve(self, problem):
         from ._softmax_search import choose_blend, final_fit, search_penalty, select_and_fit
 
-        lams = _check_finite_grid(self.lams, "lams")
+        settings = _renamed_settings(self, warn=True)  # the 0.2 names lam / lams, if set
+        alpha, alphas = settings["alpha"][0], _check_finite_grid(*settings["alphas"])
         blends = _softmax_blends(problem)
-        if self.lam != "auto" or len(blends) == 1 and not problem.has_prior:
+        if alpha != "auto" or len(blends) == 1 and not problem.has_prior:
             # A given penalty, or label-only: one problem, no blend to choose.
             sub, prior = self._subproblem(problem, blends[0])
-            W, lam, history = select_and_fit(sub, prior, lam=self.lam, lams=lams,
-                                             max_iter=self.max_iter,
-                                             random_state=problem.random_state)
+            W, chosen, history = select_and_fit(sub, prior, lam=alpha, lams=alphas,
+                                                max_iter=self.max_iter,
+                                                random_state=problem.random_state)
             return AdaptResult(coef=_full_map(W, problem, blends[0]), intercept=problem.intercept,
-                               blend=blends[0], penalty=float(lam), history=history)
+                               blend=blends[0], penalty=float(chosen), history=history)
         subs = {b: self._subproblem(problem, b) for b in blends}
         # The cheap encoder alone, scored on the same held-out queries (hybrid only).
         cheap = {"cheap encoder": problem.prior(0.0)} if problem.hybrid else {}
         searches = {}
         for b, (sub, prior) in subs.items():  # the default blend first
             searches[b] = search_penalty(
-                sub, prior, lams=self._blend_lams(lams, searches), max_iter=self.max_iter,
+                sub, prior, lams=self._blend_lams(alphas, searches), max_iter=self.max_iter,
                 random_state=problem.random_state,
                 also_score=cheap if not _plain(problem, b) else {})
         blend, blend_summary = choose_blend(searches, blends[0])

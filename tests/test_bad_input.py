@@ -122,11 +122,11 @@ CASES = [
     Case("hybrid_tail_not_y_stream", "hybrid=True, X's last block not y (partial_fit_align)",
          lambda: ERAAdapter(hybrid=True).partial_fit_align(np.hstack([X, X[:, 4:]]), Y),
          ValueError, "hybrid=True: the last 4 columns of X should be the document encoder's"),
-    Case("nested_on_solver_name", "set_params(adapt__lam=1.0) with adapt='softmax' (default)",
-         lambda: ERAAdapter().set_params(adapt__lam=1.0),
-         ValueError, "Cannot set adapt__lam: adapt is the solver name 'softmax', which has no "
+    Case("nested_on_solver_name", "set_params(adapt__alpha=1.0) with adapt='softmax' (default)",
+         lambda: ERAAdapter().set_params(adapt__alpha=1.0),
+         ValueError, "Cannot set adapt__alpha: adapt is the solver name 'softmax', which has no "
                      "parameters of its own. Pass the solver object with the setting instead: "
-                     "adapt=Softmax(lam=...)"),
+                     "adapt=Softmax(alpha=...)"),
     Case("nested_on_solver_name_grid",
          "GridSearchCV grid {'align__center': [True, False]} with align='procrustes' (default)",
          lambda: GridSearchCV(ERAAdapter(), {"align__center": [True, False]}, cv=2).fit(X, Y),

@@ -48,8 +48,8 @@ NAMES_PROBLEM = re.compile(
 )
 #: Fast solver settings: the fuzz is about numerics, not about search quality.
 ADAPTS = {
-    "softmax": Softmax(lam=1.0, max_iter=5),
-    "softmax_auto": "softmax",  # the default: lam chosen on held-out queries
+    "softmax": Softmax(alpha=1.0, max_iter=5),
+    "softmax_auto": "softmax",  # the default: alpha chosen on held-out queries
     "ridge": "ridge",
     "ridge_fixed": Ridge(alpha=1.0),
 }

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 import zlib
 from numbers import Real
@@ -15,6 +16,8 @@ from typing import ClassVar
 import joblib
 import numpy as np
 import pytest
+from _bounds import assert_within, transform_reference
+from _few_labels import stage2_data
 from safetensors import safe_open
 from safetensors.numpy import save_file
 from sklearn.base import BaseEstimator
@@ -717,6 +720,60 @@ def test_legacy_file_with_edited_array_is_refused(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="array 'coef_' does not match its recorded"):
         _legacy_format.convert_legacy_adapter(path, tmp_path / "new")
+
+
+# -- files written by era-sklearn 0.2: Softmax's lam / lams ---------------------------
+#: Written by tests/data/make_softmax_0_2_files.py under the 0.2 code (commit 0991e06):
+#: 0.2 names -> the 0.3 name and the value the file holds.
+SOFTMAX_0_2 = {"lam": ("alpha", 0.05), "lams": ("alphas", [0.5, 0.05])}
+SOFTMAX_0_2_EXPECTED = ROOT / "tests" / "data" / "softmax_0.2.0_expected.npz"
+
+
+def _softmax_0_2_file(old):
+    return ROOT / "tests" / "data" / f"softmax_{old}_0.2.0.safetensors"
+
+
+def _no_future_warnings(action):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = action()
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], caught
+    return result
+
+
+@pytest.mark.parametrize("old", sorted(SOFTMAX_0_2))
+def test_softmax_file_of_0_2_loads_under_the_new_names_and_transforms_the_same(old):
+    path = _softmax_0_2_file(old)
+    with safe_open(path, framework="numpy") as f:
+        saved = json.loads(f.metadata()["params"])["adapt"]["params"]
+    assert old in saved and SOFTMAX_0_2[old][0] not in saved  # the file holds the 0.2 name
+    loaded = _no_future_warnings(lambda: ERAAdapter.load(path))
+    new, value = SOFTMAX_0_2[old]
+    params = loaded.adapt.get_params()
+    assert params[new] == value and params[old] == "deprecated"  # mapped at load
+    with np.load(SOFTMAX_0_2_EXPECTED) as expected:
+        X, out = expected["X"], expected[f"{old}_transform"]
+        np.testing.assert_array_equal(loaded.coef_, expected[f"{old}_coef"])
+        assert loaded.penalty_ == expected[f"{old}_penalty"]
+    # 0.2's output and ours each lie within the rounding bound of the exact transform.
+    _, bound = transform_reference(loaded.coef_, loaded.intercept_, X)
+    assert_within(loaded.transform(X), out, 2 * bound, err_msg=f"{path.name} transform")
+
+
+@pytest.mark.parametrize("old", sorted(SOFTMAX_0_2))
+def test_softmax_file_of_0_2_refits_with_the_new_names_and_saves_them(old, tmp_path):
+    from era_sklearn.adapt import Softmax
+
+    loaded = ERAAdapter.load(_softmax_0_2_file(old))
+    _X_docs, _Y_docs, X, Y = stage2_data()
+    new, value = SOFTMAX_0_2[old]
+    refit = _no_future_warnings(lambda: loaded.fit(X, Y))  # stage 1 kept from the file
+    solver = Softmax(**{new: value}, max_iter=30, temperature=loaded.adapt.temperature)
+    same = copy.deepcopy(loaded).set_params(adapt=solver).fit(X, Y)
+    np.testing.assert_array_equal(refit.coef_, same.coef_)
+    with safe_open(refit.save(tmp_path / "a"), framework="numpy") as f:
+        resaved = json.loads(f.metadata()["params"])["adapt"]["params"]
+    assert (resaved[new], resaved[old]) == (value, "deprecated")
 
 
 # -- ERA checkpoints ---------------------------------------------------------------
