@@ -213,7 +213,8 @@ def test_pipeline_with_pca():
     rng = np.random.default_rng(0)
     Xwide = np.hstack([Xl, rng.normal(size=(len(Xl), 80))])
     pipe = Pipeline([("pca", PCA(64, random_state=0)), ("era", ERAAdapter(random_state=0))])
-    out = pipe.fit(Xwide, Yl).transform(Xwide)
+    with pytest.warns(UserWarning, match="fit without a stage-1 map"):  # PCA -> label-only
+        out = pipe.fit(Xwide, Yl).transform(Xwide)
     assert out.shape == (len(Xl), Yl.shape[1])
     assert pipe.named_steps["era"].n_features_in_ == 64
 
@@ -229,7 +230,8 @@ def test_gridsearch_keeps_stage1_through_a_frozen_aligned_adapter():
     best = search.best_estimator_
     # A huge alpha returns the prior: the stage-1 map survived clone().
     np.testing.assert_allclose(best.coef_, aligned.align_coef_, atol=1e-8)
-    label_only = ERAAdapter(adapt=RidgeAdapt(alpha=1e12), normalize_input=False).fit(Xl, Yl)
+    with pytest.warns(UserWarning, match="fit without a stage-1 map"):
+        label_only = ERAAdapter(adapt=RidgeAdapt(alpha=1e12), normalize_input=False).fit(Xl, Yl)
     assert np.abs(label_only.coef_).max() < 1e-6  # without stage 1, the prior is zero
 
 

@@ -237,6 +237,7 @@ def test_refused_hybrid_chunk_leaves_the_stream_unchanged():
     np.testing.assert_array_equal(adapter.align_coef_, clean.align_coef_)
 
 
+@pytest.mark.filterwarnings("ignore:fit without a stage-1 map")  # label-only on purpose
 def test_nested_keys_on_solver_objects_still_work():
     """The refusal is only for solver names: objects take nested keys, in a grid too, and
     get_params still reports the names as given."""

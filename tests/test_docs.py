@@ -26,6 +26,8 @@ def python_blocks(page):
     return _BLOCK.findall((DOCS / page).read_text())
 
 
+# The user guide shows a label-only fit (the baseline), which warns as it should.
+@pytest.mark.filterwarnings("ignore:fit without a stage-1 map")
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page, monkeypatch, tmp_path):
     blocks = python_blocks(page)
