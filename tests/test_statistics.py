@@ -456,3 +456,18 @@ def test_polar_factor_matches_the_svd(shape, conditioning):
                                    atol=1e-10)
     else:
         np.testing.assert_allclose(W, U @ Vt, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind, center", [("procrustes", False), ("procrustes", True),
+                                          ("lstsq", False), ("lstsq", True)])
+def test_the_map_bound_catches_a_one_row_error(kind, center):
+    """The closed-form maps' bound (tests/_bounds.py) is tight enough that a map fitted
+    with one of the 600 alignment rows left out breaks it."""
+    from era_sklearn.align import ALIGN_SOLVERS
+
+    X, Y = _pairs()
+    est = ERAAdapter(align=ALIGN_SOLVERS[kind](center=center)).fit_align(X, Y)
+    assert_map_within(est, X, Y, kind=kind, center=center)
+    one_short = ERAAdapter(align=ALIGN_SOLVERS[kind](center=center)).fit_align(X[1:], Y[1:])
+    with pytest.raises(AssertionError, match="exceeds its bound"):
+        assert_map_within(one_short, X, Y, kind=kind, center=center)
