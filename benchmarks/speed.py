@@ -1,9 +1,12 @@
-"""Stage 1 at the GEMM floor: closed-form ``fit_align`` against bare numpy GEMMs.
+"""Stage 1 and transform at the GEMM floor: ``fit_align`` and ``transform`` against bare numpy GEMMs.
 
 float32, X of shape (n, 768), Y of shape (n, 384), L2-normalised inputs (the
 default). Each round runs every contender once on the same arrays, in
-alternating order, and the fastest of the rounds counts, so a machine loaded
-by other work slows all of them alike. Contenders per size ``n``:
+alternating order; a contender's ratio to its floor is taken within each
+round (side by side, so a machine loaded by other work slows both alike) and
+the median over the rounds is reported, with the median times. A contender
+that allocates an n x d_d output is called once untimed right before its
+timed call (``WARM_UP``). Contenders per size ``n``:
 
 * ``floor lstsq``: ``X.T @ X`` plus ``X.T @ Y`` (numpy): the O(n) work any
   least-squares stage 1 needs, on raw (unnormalised) inputs;
@@ -12,16 +15,26 @@ by other work slows all of them alike. Contenders per size ``n``:
   (:func:`fit_align` below), which checks and normalises every row, builds
   the statistics, solves and keeps the document sample. Targets: within
   1.1x of their floor.
+* ``floor transform``: ``X @ W`` (numpy) with the adapter's own map ``W``;
+* ``transform``: ``ERAAdapter().transform(X)`` in the default configuration
+  (Procrustes stage 1, no intercept, normalised input and output), which
+  checks X (NaN, inf, all-zero and extreme rows) and normalises. Target:
+  within 1.1x of its floor. Its latency for one query (one row, the median
+  of many calls) is reported beside that of ``x @ W``.
+
+The parts (``part_*``) time pieces alone, so that a missed target can be
+attributed: the statistics pass, the solve, the document sample, and
+``transform`` of an adapter with an intercept (its input norms are needed).
 
 Memory: each case runs once more in a fresh subprocess, which creates the
 inputs, resets the kernel's high-water mark (``/proc/self/clear_refs``) and
 reports peak RSS minus the RSS just after the inputs exist. Budget: one
 block of rows plus the statistics (``_statistics.working_bytes``), the
-document sample, plus 100 MB.
+document sample, plus 100 MB; for ``transform``, its output plus 100 MB.
 
 Usage::
 
-    PYTHONPATH=. python -m benchmarks.speed [--sizes 1e5 1e6] [--repeats 3]
+    PYTHONPATH=. python -m benchmarks.speed [--sizes 2e5 1e6] [--repeats 5]
 
 Writes ``benchmarks/results/speed.json`` and ``benchmarks/results/speed.md``.
 """
@@ -52,6 +65,10 @@ ALPHA = 0.1  # least-squares ridge (LeastSquares' default alpha)
 DTYPE = np.float32
 TARGET_RATIO = 1.1
 MEMORY_SLACK_MB = 100
+#: Rows the adapter of ``transform`` is aligned on (its speed does not depend on them).
+TRANSFORM_FIT_ROWS = 20_000
+#: Single-row ``transform`` calls whose median is the one-query latency.
+N_QUERIES = 1000
 
 
 def fit_align(align, X, Y):
@@ -75,22 +92,33 @@ def make_arrays(n, seed=0):
     return X, Y
 
 
+def aligned_adapter(X, Y, **params):
+    """An ``ERAAdapter(**params)`` aligned on the first rows: the map ``transform`` applies."""
+    fit_rows = slice(0, TRANSFORM_FIT_ROWS)
+    return ERAAdapter(**params).fit_align(X[fit_rows], Y[fit_rows])
+
+
 def contenders(X, Y, *, parts=False):
     """name -> zero-argument callable; results are dropped at once.
 
     ``parts`` adds the pieces of ``fit_align`` timed alone (the statistics
-    pass, the solve, the document sample), so that a missed target can be
-    attributed.
+    pass, the solve, the document sample) and ``transform`` with an
+    intercept, so that a missed target can be attributed.
     """
+    adapter = aligned_adapter(X, Y)
+    W = adapter.coef_
     funcs = {
         "floor_lstsq": lambda: (X.T @ X, X.T @ Y),
         "floor_procrustes": lambda: X.T @ Y,
         "lstsq": lambda: fit_align("lstsq", X, Y),
         "procrustes": lambda: fit_align("procrustes", X, Y),
+        "floor_transform": lambda: X @ W,
+        "transform": lambda: adapter.transform(X),
     }
     if parts:
         stats = {align: PairStatistics.from_arrays(X[:2000], Y[:2000], gram=align == "lstsq")
                  for align in ("lstsq", "procrustes")}  # the solve's cost does not depend on n
+        centered = aligned_adapter(X, Y, align=Procrustes(center=True))
         funcs.update({
             "part_pass_lstsq": lambda: PairStatistics.from_arrays(X, Y, normalize=True),
             "part_pass_procrustes": lambda: PairStatistics.from_arrays(X, Y, gram=False,
@@ -104,22 +132,60 @@ def contenders(X, Y, *, parts=False):
             "part_solve_lstsq_all_threads": lambda: ridge(stats["lstsq"], ALPHA),
             "part_solve_procrustes_all_threads": lambda: procrustes(stats["procrustes"]),
             "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),
+            "part_transform_with_intercept": lambda: centered.transform(X),
         })
     return funcs
 
 
-def best_times(funcs, repeats):
-    """Fastest of ``repeats`` rounds; each round runs every contender once, in turn."""
+def query_latency(X, Y, n_queries=N_QUERIES):
+    """Median seconds of ``transform`` on one row, and of ``x @ W`` on the same rows."""
+    adapter = aligned_adapter(X, Y)
+    W = adapter.coef_
+    rows = [X[i:i + 1] for i in range(min(n_queries, len(X)))]
+    adapter.transform(rows[0])  # warm-up
+    latency = {}
+    for name, call in (("transform", adapter.transform), ("floor", lambda x: x @ W)):
+        times = []
+        for x in rows:
+            t0 = time.perf_counter()
+            call(x)
+            times.append(time.perf_counter() - t0)
+        latency[name] = float(np.median(times))
+    return latency
+
+
+#: contender -> its floor: each ratio is taken within a round.
+FLOORS = {"lstsq": "floor_lstsq", "procrustes": "floor_procrustes",
+          "transform": "floor_transform"}
+
+
+#: Contenders that allocate an n x d_d output run once untimed right before their timed
+#: call: on a VM the first touch of memory the guest has not used for a while can cost
+#: more than the product (0.98 s against 0.04 s for 200,000 x 384 float32, measured), and
+#: it fell on whichever of ``X @ W`` and ``transform`` ran first in a round.
+WARM_UP = {"floor_transform", "transform", "part_transform_with_intercept"}
+
+
+def round_times(funcs, repeats):
+    """Seconds of every contender in each of ``repeats`` rounds, each run once per round, in turn."""
     times = {name: [] for name in funcs}
     for r in range(repeats):
         order = list(funcs) if r % 2 == 0 else list(funcs)[::-1]  # alternate the order
         for name in order:
+            if name in WARM_UP:
+                funcs[name]()
             gc.collect()
             t0 = time.perf_counter()
             out = funcs[name]()
             times[name].append(time.perf_counter() - t0)
             del out
-    return {name: min(ts) for name, ts in times.items()}, times
+    return times
+
+
+def median_ratios(times):
+    """Median over the rounds of each contender's time over its floor's in the same round."""
+    return {name: float(np.median(np.divide(times[name], times[floor])))
+            for name, floor in FLOORS.items()}
 
 
 def _status_kb(field):
@@ -143,9 +209,11 @@ def memory_worker(name, n):
                                                                    before) / 1024}
 
 
-def memory_budget_mb(name):
+def memory_budget_mb(name, n):
     if name.startswith("floor"):
         return None
+    if name == "transform":
+        return n * D_D * np.dtype(DTYPE).itemsize / 2**20 + MEMORY_SLACK_MB
     gram = name == "lstsq"
     sample = CAPACITY * D_D * np.dtype(DTYPE).itemsize
     return (working_bytes(D_Q, D_D, DTYPE, gram=gram) + sample) / 2**20 + MEMORY_SLACK_MB
@@ -158,26 +226,29 @@ def measure_memory(name, n):
     return json.loads(out.stdout.splitlines()[-1])
 
 
+#: The cases whose peak memory is measured, each in a fresh process.
+MEMORY_CASES = ("floor_lstsq", "floor_procrustes", "lstsq", "procrustes", "floor_transform",
+                "transform")
+
+
 def run_size(n, repeats):
     X, Y = make_arrays(n)
     funcs = contenders(X, Y, parts=True)
     fit_align("procrustes", X[:1000], Y[:1000])  # warm-up (imports, BLAS threads)
-    best, all_times = best_times(funcs, repeats)
+    all_times = round_times(funcs, repeats)
+    latency = query_latency(X, Y)
     del X, Y, funcs
     gc.collect()
-    memory = {name: measure_memory(name, n) for name in
-              ("floor_lstsq", "floor_procrustes", "lstsq", "procrustes")}
+    memory = {name: measure_memory(name, n) for name in MEMORY_CASES}
     for name, m in memory.items():
-        m["budget_mb"] = memory_budget_mb(name)
+        m["budget_mb"] = memory_budget_mb(name, n)
     return {
         "n": n,
         "input_mb": {"X": n * D_Q * 4 / 2**20, "Y": n * D_D * 4 / 2**20},
-        "seconds": best,
+        "seconds": {name: float(np.median(ts)) for name, ts in all_times.items()},
         "all_seconds": all_times,
-        "ratios": {
-            "lstsq": best["lstsq"] / best["floor_lstsq"],
-            "procrustes": best["procrustes"] / best["floor_procrustes"],
-        },
+        "ratios": median_ratios(all_times),
+        "query_seconds": latency,
         "memory": memory,
     }
 
@@ -186,12 +257,65 @@ def fmt_s(s):
     return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def fmt_us(s):
+    return f"{s * 1e6:.0f} us"
+
+
+def table(columns, rows):
+    """Markdown lines of a table: ``columns`` is ``[(title, row -> cell text), ...]``."""
+    return ["| " + " | ".join(title for title, _ in columns) + " |",
+            "|" + "---:|" * len(columns),
+            *("| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows)]
+
+
+def _seconds(name):
+    return lambda r: fmt_s(r["seconds"][name])
+
+
+def _ratio(name):
+    return lambda r: f"{r['ratios'][name]:.3f}x"
+
+
+def _peak(name, budget=True):
+    def cell(r):
+        m = r["memory"][name]
+        peak = f"{m['peak_over_inputs_mb']:.0f}"
+        return f"{peak} / {m['budget_mb']:.0f}" if budget else peak
+    return cell
+
+
+#: The fit_align table: each closed-form stage 1 beside its floor.
+FIT_ALIGN_COLUMNS = [
+    ("n", lambda r: f"{r['n']:.0e}"),
+    ("floor lstsq", _seconds("floor_lstsq")), ("lstsq", _seconds("lstsq")),
+    ("ratio", _ratio("lstsq")),
+    ("floor procrustes", _seconds("floor_procrustes")), ("procrustes", _seconds("procrustes")),
+    ("ratio", _ratio("procrustes")),
+    ("peak MB over inputs: lstsq / budget", _peak("lstsq")),
+    ("procrustes / budget", _peak("procrustes")),
+    ("floors", lambda r: f"{_peak('floor_lstsq', False)(r)} / "
+                         f"{_peak('floor_procrustes', False)(r)}"),
+]
+#: The transform table, with the one-query latencies.
+TRANSFORM_COLUMNS = [
+    ("n", lambda r: f"{r['n']:.0e}"),
+    ("X @ W", _seconds("floor_transform")), ("transform", _seconds("transform")),
+    ("ratio", _ratio("transform")),
+    ("one query: transform", lambda r: fmt_us(r["query_seconds"]["transform"])),
+    ("one query: x @ W", lambda r: fmt_us(r["query_seconds"]["floor"])),
+    ("peak MB over inputs: transform / budget", _peak("transform")),
+    ("X @ W", _peak("floor_transform", False)),
+]
+
+
 def markdown(rows, meta):
     threads = ", ".join(f"{b['internal_api']} {b['version']} ({b['filepath'].split('/')[-1]}): "
                         f"{b['num_threads']} threads" for b in meta["blas"])
+    parts = [k for k in rows[0]["seconds"] if k.startswith("part_")]
     lines = [
-        (f"float32, d_q={D_Q}, d_d={D_D}, L2-normalised inputs; fastest of {meta['repeats']} "
-         f"alternating rounds; {meta['cpu_count']} CPUs, numpy {meta['numpy']}, scipy "
+        (f"float32, d_q={D_Q}, d_d={D_D}, L2-normalised inputs; median times of "
+         f"{meta['repeats']} alternating rounds, ratios: median over the rounds of each round's "
+         f"ratio; {meta['cpu']} ({meta['cpu_count']} CPUs), numpy {meta['numpy']}, scipy "
          f"{meta['scipy']}; BLAS: {threads}. Load average (1 min) {meta['load_before']:.2f} "
          f"before, {meta.get('load_after', float('nan')):.2f} after."),
         "",
@@ -199,34 +323,21 @@ def markdown(rows, meta):
          f"`X.T @ Y`; procrustes: `X.T @ Y`); peak RSS above the inputs within one block + the "
          f"statistics + the document sample + {MEMORY_SLACK_MB} MB (budget)."),
         "",
-        ("| n | floor lstsq | lstsq | ratio | floor procrustes | procrustes | ratio "
-         "| peak MB over inputs: lstsq / budget | procrustes / budget | floors |"),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        s, q, m = r["seconds"], r["ratios"], r["memory"]
-        lines.append(
-            f"| {r['n']:.0e} | {fmt_s(s['floor_lstsq'])} | {fmt_s(s['lstsq'])} "
-            f"| {q['lstsq']:.3f}x | {fmt_s(s['floor_procrustes'])} | {fmt_s(s['procrustes'])} "
-            f"| {q['procrustes']:.3f}x "
-            f"| {m['lstsq']['peak_over_inputs_mb']:.0f} / {m['lstsq']['budget_mb']:.0f} "
-            f"| {m['procrustes']['peak_over_inputs_mb']:.0f} / "
-            f"{m['procrustes']['budget_mb']:.0f} "
-            f"| {m['floor_lstsq']['peak_over_inputs_mb']:.0f} / "
-            f"{m['floor_procrustes']['peak_over_inputs_mb']:.0f} |"
-        )
-    parts = [k for k in rows[0]["seconds"] if k.startswith("part_")]
-    lines += [
+        *table(FIT_ALIGN_COLUMNS, rows),
+        "",
+        (f"Target: `transform` (default `ERAAdapter()` after `fit_align`) within {TARGET_RATIO}x "
+         f"of `X @ W` with its own map `W`; peak RSS above the inputs within its output + "
+         f"{MEMORY_SLACK_MB} MB. One query: the median of {N_QUERIES} calls on one row."),
+        "",
+        *table(TRANSFORM_COLUMNS, rows),
         "",
         ("The pieces of `fit_align`, each timed alone in the same rounds (the solve on "
-         "statistics of 2,000 rows: its cost does not depend on n):"),
+         "statistics of 2,000 rows: its cost does not depend on n), and `transform` of an "
+         "adapter with an intercept (`Procrustes(center=True)`):"),
         "",
-        "| n | " + " | ".join(k.removeprefix("part_") for k in parts) + " |",
-        "|---:|" + "---:|" * len(parts),
+        *table([("n", lambda r: f"{r['n']:.0e}")]
+               + [(k.removeprefix("part_"), _seconds(k)) for k in parts], rows),
     ]
-    for r in rows:
-        lines.append(f"| {r['n']:.0e} | " + " | ".join(fmt_s(r["seconds"][k]) for k in parts)
-                     + " |")
     lines += ["", "All rounds (seconds):", ""]
     for r in rows:
         rounds = "; ".join(f"{k} " + ", ".join(f"{t:.3f}" for t in v)
@@ -235,10 +346,22 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
+def cpu_model():
+    """The processor's name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", type=float, default=[2e5, 1e6])
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -247,6 +370,7 @@ def main(argv=None):
         return
     meta = {
         "repeats": args.repeats,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -256,6 +380,8 @@ def main(argv=None):
                  for b in threadpool_info() if b["user_api"] == "blas"],
         "dtype": "float32", "d_q": D_Q, "d_d": D_D, "alpha": ALPHA,
         "fit_align": "ERAAdapter(align=LeastSquares(alpha=0.1) or Procrustes()).fit_align(X, Y)",
+        "transform": f"ERAAdapter().fit_align(X[:{TRANSFORM_FIT_ROWS}], Y[:{TRANSFORM_FIT_ROWS}])"
+                     ".transform(X)",
         "load_before": os.getloadavg()[0],
     }
     command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(

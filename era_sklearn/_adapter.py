@@ -18,10 +18,12 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._corpus import corpus_matrix, match_targets
+from ._linear_map import map_rows
 from ._optional import require_torch
 from ._queries import query_ids, row_weights, unique_rows
 from ._reservoir import Reservoir
@@ -33,6 +35,7 @@ from ._validation import (
     check_sample_weight_and_groups,
     check_squares_representable,
     l2_normalize,
+    warn_zero_rows,
 )
 from .adapt import ADAPT_SOLVERS, Contrastive, Ridge, Softmax
 from .align import ALIGN_SOLVERS, LeastSquares, Procrustes, TorchAlign
@@ -701,9 +704,43 @@ class ERAAdapter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             length when ``normalize_output=True``.
         """
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        if self.hybrid or self.module_params_ is not None:
+            # Blocks normalised on their own, or a non-linear branch: no scale commutes.
+            X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+            return self._map_exactly(X, zero_rows="warn")
+        # NaN and inf in X propagate through the product: the pass finds them in the output
+        # rows it returns as suspect, which saves validate_data's pass over X.
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        intercept = self.intercept_.astype(X.dtype, copy=False) if np.any(self.intercept_) \
+            else None
+        out, suspect = map_rows(
+            X, self.coef_.astype(X.dtype, copy=False), intercept,
+            normalize_input=self.normalize_input, normalize_output=self.normalize_output,
+        )
+        if suspect.size:
+            out[suspect] = self._map_suspect_rows(X, suspect)
+        return out
+
+    def _map_suspect_rows(self, X, rows):
+        """The rows ``map_rows`` left out, by the definition, with the errors and warnings
+        that the whole of X gets: validate_data's for NaN/inf, and the all-zero-row warning
+        with the rows' indices in X."""
+        A = X[rows]
+        if not np.isfinite(A).all():
+            # validate_data's own check, on the whole of X: the same message, which names
+            # NaN or infinity as scikit-learn does for the first non-finite value.
+            assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
+        if self.normalize_input:
+            zero = rows[~A.any(axis=1)]
+            if zero.size:
+                warn_zero_rows("X", zero, stacklevel=3)
+        return self._map_exactly(A, zero_rows="ignore")
+
+    def _map_exactly(self, X, zero_rows):
+        """The map as defined, on finite X: normalise the input rows (each block on its own
+        when hybrid), multiply, add the MLP branch and the intercept, normalise the output."""
         coef = self.coef_.astype(X.dtype, copy=False)
-        X = self._normalize_X(X, coef.shape[1], zero_rows="warn")
+        X = self._normalize_X(X, coef.shape[1], zero_rows=zero_rows)
         out = X @ coef
         if self.module_params_ is not None:
             from ._mlp_numpy import numpy_residual

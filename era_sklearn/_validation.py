@@ -89,12 +89,7 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
             "L2-normalised. Remove them or set normalize_input=False."
         )
     if zero.size and zero_rows == "warn":
-        warnings.warn(
-            f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they stay zero "
-            "and add nothing to the fit.",
-            UserWarning,
-            stacklevel=3,
-        )
+        warn_zero_rows(name, zero, stacklevel=4)
     norms = norms.astype(A.dtype, copy=False)[:, None]
     if copy:
         out = A / norms
@@ -103,6 +98,16 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
         out /= norms
     out[rows] = units
     return out
+
+
+def warn_zero_rows(name, zero, stacklevel=2):
+    """The warning for all-zero rows, which stay zero: ``zero`` holds their indices."""
+    warnings.warn(
+        f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they stay zero "
+        "and add nothing to the fit.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def check_squares_representable(A, name):

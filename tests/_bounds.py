@@ -177,20 +177,24 @@ def _scaled(W, dW, M, dM, G, dG):
     return c * W, dc * w_norm + (c + dc) * dW
 
 
-def transform_reference(coef, intercept, X, normalize_input=True):
+def transform_reference(coef, intercept, X, normalize_input=True, normalize_output=True):
     """Exact ``transform`` of a linear map with unit outputs, and an entry-wise bound on
-    a float computation of it: the input's normalisation (``gamma_(d+3)`` per entry), the
-    product (``gamma_(d_q+2)`` of ``|x| @ |W| + |b|``, the casts included), then the
-    output's normalisation, which at most doubles the relative error and adds its own.
+    a float computation of it: the input's normalisation (``gamma_(d+3)`` per entry, also
+    when its scale is applied to the product's rows instead), the product
+    (``gamma_(d_q+2)`` of ``|x| @ |W| + |b|``, the casts included), then the output's
+    normalisation, which at most doubles the relative error and adds its own.
+    ``normalize_output=False``: the map and the bound before that last step.
     """
     W, b = np.asarray(coef, dtype=np.float64), np.asarray(intercept, dtype=np.float64)
     U = unit_rows(X) if normalize_input else X.astype(np.float64)
     Z = U @ W + b
-    z = np.linalg.norm(Z, axis=1, keepdims=True)
     d_q, d_d = W.shape
     g = gamma(d_q + 2, X.dtype) + (gamma(d_q + 3, X.dtype) if normalize_input else 0)
-    err = np.linalg.norm(g * (np.abs(U) @ np.abs(W) + np.abs(b)), axis=1, keepdims=True) / z
-    return Z / z, 2 * err + gamma(d_d + 3, X.dtype)
+    err = g * (np.abs(U) @ np.abs(W) + np.abs(b))
+    if not normalize_output:
+        return Z, err
+    z = np.linalg.norm(Z, axis=1, keepdims=True)
+    return Z / z, 2 * np.linalg.norm(err, axis=1, keepdims=True) / z + gamma(d_d + 3, X.dtype)
 
 
 def assert_map_within(est, X, Y, w=None, *, kind, center=False, scale=False, alpha=0.1):
