@@ -447,11 +447,11 @@ def random_ranking_ndcg(rel, k=10):
     discounts = 1.0 / np.log2(np.arange(2, min(k, n_candidates) + 2))
     out = np.zeros(rel.shape[0])
     for q in range(rel.shape[0]):
-        grades = np.sort(rel.data[rel.indptr[q]:rel.indptr[q + 1]])[::-1][:k]
-        ideal = float(grades @ discounts[: len(grades)])
+        row = rel.data[rel.indptr[q]:rel.indptr[q + 1]]
+        top = np.sort(row)[::-1][:k]
+        ideal = float(top @ discounts[: len(top)])
         if ideal > 0:
-            out[q] = rel.data[rel.indptr[q]:rel.indptr[q + 1]].sum() / n_candidates \
-                * discounts.sum() / ideal
+            out[q] = row.sum() / n_candidates * discounts.sum() / ideal
     return out
 
 

@@ -482,7 +482,7 @@ class Softmax(BaseEstimator):
             W, chosen, history = select_and_fit(sub, prior, lam=alpha, lams=alphas,
                                                 max_iter=self.max_iter,
                                                 random_state=problem.random_state)
-            return AdaptResult(coef=_full_map(W, problem, blends[0]), intercept=problem.intercept,
+            return AdaptResult(coef=_full_map(W, problem), intercept=problem.intercept,
                                blend=blends[0], penalty=float(chosen), history=history)
         subs = {b: self._subproblem(problem, b) for b in blends}
         # The cheap encoder alone, scored on the same held-out queries (hybrid only).
@@ -499,7 +499,7 @@ class Softmax(BaseEstimator):
         if len(blends) > 1:
             history["blend"] = blend_summary
         heldout = _heldout_summary(problem, searches[blend], searches)
-        return AdaptResult(coef=_full_map(W, problem, blend), intercept=problem.intercept,
+        return AdaptResult(coef=_full_map(W, problem), intercept=problem.intercept,
                            blend=blend, penalty=float(searches[blend].lam), history=history,
                            heldout=heldout)
 
@@ -560,7 +560,7 @@ def _query_width(problem):
     return problem.X.shape[1] - (problem.Y.shape[1] if problem.hybrid else 0)
 
 
-def _full_map(W, problem, blend):
+def _full_map(W, problem):
     """A plain-ERA map on hybrid input: zero rows for the cheap block."""
     if W.shape[0] == problem.X.shape[1]:
         return W
