@@ -14,7 +14,7 @@ naming it.
 
 SQLite's own locking makes the file safe to share between threads and
 processes: each operation opens its own connection, waits up to ``TIMEOUT``
-seconds for a writer, and writes a batch in one transaction (WAL journal, so
+seconds in all for a writer, and writes a batch in one transaction (WAL journal, so
 readers never block the writer). Do not put the folder on a network file
 system, where SQLite's locks are unreliable.
 """
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 import warnings
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -78,21 +79,31 @@ class EmbeddingCache:
         self.path = Path(folder) / FILENAME
         self.namespace = namespace
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as conn:
-            # WAL lets readers proceed while one process writes; the mode is
-            # stored in the file, so setting it once per open is cheap.
-            conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._run(_create)
 
-    @contextmanager
-    def _connection(self):
-        """A connection whose SQLite errors become errors that name the file."""
-        try:
-            with closing(sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None)) as conn:
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            raise _cache_error(self.path, exc) from exc
+    def _run(self, work):
+        """``work(conn)`` on a fresh connection, run again while the file is busy, ``TIMEOUT`` s in all.
+
+        SQLite's busy timeout does not cover every wait: where waiting could
+        deadlock (switching to WAL, recovering a WAL left by a closed connection,
+        opening a read snapshot while the last connection checkpoints) it answers
+        "database is locked" at once. That was seen in 4 of 300 rounds of 8 threads
+        opening a new cache together, so a busy answer is retried here until one
+        deadline, and the TimeoutError's "over TIMEOUT s" is then true.
+        """
+        deadline = time.monotonic() + TIMEOUT
+        pause = 0.001
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                with closing(sqlite3.connect(self.path, timeout=max(left, 0.0),
+                                             isolation_level=None)) as conn:
+                    return work(conn)
+            except sqlite3.DatabaseError as exc:
+                if not (_is_busy(exc) and left > pause):
+                    raise _cache_error(self.path, exc) from exc
+            time.sleep(pause)
+            pause = min(2 * pause, 0.1)
 
     def get_many(self, keys):
         """Cached vectors of ``keys`` (``text_key`` digests) as ``{key: float32 row}``.
@@ -101,29 +112,7 @@ class EmbeddingCache:
         dimension, or whose dimension is not the model's is left out with one
         warning, so the caller recomputes and replaces it.
         """
-        found, n_bad = {}, 0
-        with self._connection() as conn:
-            # One read transaction: the width and the rows from the same snapshot (a writer
-            # commits rows and width together; read apart, a concurrent first write made every
-            # row look foreign).
-            conn.execute("BEGIN")
-            try:
-                width = self._model_width(conn)
-                for start in range(0, len(keys), _CHUNK):
-                    chunk = keys[start:start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = conn.execute(
-                        f"SELECT key, dim, vector FROM vectors WHERE namespace = ? "
-                        f"AND key IN ({marks})", [self.namespace, *chunk],
-                    )
-                    for key, dim, blob in rows:
-                        vector = _valid_vector(dim, blob, width)
-                        if vector is None:
-                            n_bad += 1
-                        else:
-                            found[key] = vector
-            finally:
-                conn.execute("COMMIT")
+        width, found, n_bad = self._run(lambda conn: self._read(conn, keys))
         if n_bad:
             warnings.warn(
                 f"{n_bad} cached embedding(s) in {self.path} are invalid (NaN or infinity, a torn "
@@ -133,6 +122,34 @@ class EmbeddingCache:
                 stacklevel=4,  # the caller of the encoder's transform (behind set_output's wrapper)
             )
         return found
+
+    def _read(self, conn, keys):
+        """``(width, {key: valid row}, number of invalid rows)`` from one read snapshot.
+
+        The width and the rows are read in one transaction: a writer commits rows
+        and width together, and read apart a concurrent first write made every
+        row look foreign.
+        """
+        found, n_bad = {}, 0
+        conn.execute("BEGIN")
+        try:
+            width = self._model_width(conn)
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, dim, vector FROM vectors WHERE namespace = ? "
+                    f"AND key IN ({marks})", [self.namespace, *chunk],
+                )
+                for key, dim, blob in rows:
+                    vector = _valid_vector(dim, blob, width)
+                    if vector is None:
+                        n_bad += 1
+                    else:
+                        found[key] = vector
+        finally:
+            conn.execute("COMMIT")
+        return width, found, n_bad
 
     def _model_width(self, conn):
         """The width recorded for this namespace; else (rows of an older file) the commonest."""
@@ -153,23 +170,37 @@ class EmbeddingCache:
         """
         vectors = np.ascontiguousarray(vectors, dtype=_DTYPE)
         rows = [(self.namespace, key, vectors.shape[1], row.tobytes()) for key, row in zip(keys, vectors)]
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
-                conn.execute("INSERT OR REPLACE INTO widths VALUES (?, ?)",
-                             [self.namespace, vectors.shape[1]])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        self._run(lambda conn: _write(conn, self.namespace, rows, vectors.shape[1]))
 
     def __len__(self):
-        with self._connection() as conn:
-            (n,) = conn.execute(
-                "SELECT COUNT(*) FROM vectors WHERE namespace = ?", [self.namespace]
-            ).fetchone()
-        return n
+        query = "SELECT COUNT(*) FROM vectors WHERE namespace = ?"
+        return self._run(lambda conn: conn.execute(query, [self.namespace]).fetchone()[0])
+
+
+def _create(conn):
+    """Switch the file to WAL (readers then never block the writer) and create the tables."""
+    # The mode is stored in the file, so setting it on every open is cheap.
+    conn.execute("PRAGMA journal_mode=WAL")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+
+
+def _write(conn, namespace, rows, width):
+    """Insert ``rows`` and record ``width`` for ``namespace`` in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+        conn.execute("INSERT OR REPLACE INTO widths VALUES (?, ?)", [namespace, width])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _is_busy(exc):
+    """Whether an SQLite error says the file is locked (extended codes such as SQLITE_BUSY_RECOVERY too)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(_BUSY) or "database is locked" in str(exc)
 
 
 def _valid_vector(dim, blob, width):
@@ -184,7 +215,7 @@ def _valid_vector(dim, blob, width):
 def _cache_error(path, exc):
     """The error to raise for an SQLite failure on the cache file ``path``."""
     name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    if name in _BUSY:
+    if _is_busy(exc):
         return TimeoutError(
             f"The embedding cache {path} stayed locked by another process for over "
             f"{TIMEOUT:g} s ({exc})."

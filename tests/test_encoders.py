@@ -5,6 +5,7 @@ import pickle
 import re
 import sqlite3
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,8 @@ pytest.importorskip("model2vec")
 import _text_models
 
 from era_sklearn import ERAAdapter
-from era_sklearn._embedding_cache import FILENAME
+from era_sklearn import _embedding_cache
+from era_sklearn._embedding_cache import FILENAME, EmbeddingCache, text_key
 from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder
 
 TEXTS = ["Cats purr.", "dogs bark", "fish swim", "birds sing", "the cats", "a dog"]
@@ -252,6 +254,46 @@ def test_cache_is_safe_under_concurrent_use(m2v, tmp_path):
     with sqlite3.connect(tmp_path / FILENAME) as conn:
         (n,) = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()
     assert n == len({t for job in jobs for t in job})
+
+
+def _locked_for(n_refusals, monkeypatch):
+    """sqlite3.connect whose first ``n_refusals`` connections answer "database is locked" at once.
+
+    SQLite does that, without waiting its busy timeout, where waiting could deadlock
+    (WAL set-up and recovery, a checkpoint on close): the CI failure of
+    test_cache_is_safe_under_concurrent_use, 4 rounds in 300 here.
+    """
+    real, calls = sqlite3.connect, []
+
+    def connect(*args, **kwargs):
+        calls.append(kwargs["timeout"])
+        if len(calls) <= n_refusals:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_embedding_cache.sqlite3, "connect", connect)
+    return calls
+
+
+def test_cache_retries_a_lock_sqlite_refuses_without_waiting(tmp_path, monkeypatch):
+    calls = _locked_for(3, monkeypatch)
+    cache = EmbeddingCache(tmp_path, "ns")
+    keys = [text_key("a"), text_key("b")]
+    cache.put_many(keys, np.eye(2, dtype=np.float32))
+    np.testing.assert_array_equal(cache.get_many(keys)[keys[1]], [0, 1])
+    assert len(calls) == 3 + 1 + 1 + 1
+    # Each retry waits only the time left before the one deadline.
+    assert calls[0] <= _embedding_cache.TIMEOUT and calls[2] < calls[0]
+
+
+def test_cache_lock_error_comes_after_the_deadline_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(_embedding_cache, "TIMEOUT", 0.3)
+    calls = _locked_for(10**6, monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="stayed locked by another process for over 0.3 s"):
+        EmbeddingCache(tmp_path, "ns")
+    assert time.monotonic() - start >= 0.3 - 0.1  # the last pause is cut short by the deadline
+    assert len(calls) > 3
 
 
 def test_progress_bar_auto_shows_on_long_runs(m2v, capsys):
