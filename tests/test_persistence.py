@@ -792,3 +792,19 @@ def test_era_checkpoint_with_non_finite_weights_is_refused(tmp_path, bad):
     adapter = ERAAdapter.from_era_checkpoint(tmp_path / "era.pt")
     np.testing.assert_array_equal(adapter.coef_, weight.T)
     np.testing.assert_array_equal(adapter.intercept_, np.zeros(4, np.float32))
+
+
+# -- files saved by main before the subpackage move (issue 20) -------------------------
+#: Written by tests/data/make_main_files.py under commit d0ce75f; a move that breaks a
+#: recorded module path or a state rule fails here.
+MAIN_FILES = {"softmax": "X", "hybrid": "X_hybrid", "mlp": "X"}
+
+
+@pytest.mark.parametrize("kind", sorted(MAIN_FILES))
+def test_files_saved_before_the_move_transform_the_same(kind):
+    loaded = ERAAdapter.load(ROOT / "tests" / "data" / f"main_{kind}_d0ce75f.safetensors")
+    with np.load(ROOT / "tests" / "data" / "main_d0ce75f_expected.npz") as expected:
+        X, out = expected[MAIN_FILES[kind]], expected[f"{kind}_transform"]
+    np.testing.assert_allclose(loaded.transform(X), out, rtol=0, atol=1e-6)
+    if kind == "mlp":
+        assert loaded.module_params_  # the residual branch was saved and is used
