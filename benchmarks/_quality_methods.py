@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from era_sklearn import Corpus, ERAAdapter
-from era_sklearn._optional import torch_available
+from era_sklearn._utils.optional import torch_available
 from era_sklearn.adapt import ADAPT_SOLVERS, Contrastive
 from era_sklearn.align import ALIGN_SOLVERS
 

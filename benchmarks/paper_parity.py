@@ -38,8 +38,8 @@ import torch
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_info
 
-from era_sklearn._torch_fit import PAPER_ADAPT, PAPER_ALIGN, train_adapt_torch, train_align_torch
-from era_sklearn._torch_models import numpy_forward
+from era_sklearn._torch.fit import PAPER_ADAPT, PAPER_ALIGN, train_adapt_torch, train_align_torch
+from era_sklearn._torch.models import numpy_forward
 from era_sklearn.datasets import load_beir, load_embeddings, qrels_to_pairs, shared_dir
 from era_sklearn.metrics import ndcg_at_k, qrels_to_matrix
 

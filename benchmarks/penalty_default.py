@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.penalty_default [--out DIR]``
 
-The penalty rule (era_sklearn/_softmax_search.py) lands on a default ``C``
+The penalty rule (era_sklearn/_stage2/softmax_search.py) lands on a default ``C``
 when held-out scores cannot tell the grid's values apart. That default may
 not be read off test queries, so this study never touches them: for each
 shared set and index, the train split's queries are split once per draw into

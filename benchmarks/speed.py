@@ -54,9 +54,9 @@ import scipy
 from threadpoolctl import threadpool_info
 
 from era_sklearn import ERAAdapter
-from era_sklearn._closed_form import procrustes, ridge
-from era_sklearn._reservoir import CAPACITY, Reservoir
-from era_sklearn._statistics import PairStatistics, working_bytes
+from era_sklearn._stage1.closed_form import procrustes, ridge
+from era_sklearn._stage1.reservoir import CAPACITY, Reservoir
+from era_sklearn._stage1.statistics import PairStatistics, working_bytes
 from era_sklearn.align import LeastSquares, Procrustes
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from era_sklearn._negatives import mine_hard_negatives
-from era_sklearn._torch_models import build_module
-from era_sklearn._torch_train import (
+from era_sklearn._torch.models import build_module
+from era_sklearn._torch.negatives import mine_hard_negatives
+from era_sklearn._torch.train import (
     _infonce,
     _warmup_linear_decay,
     resolve_device,

@@ -16,12 +16,12 @@ Public names:
 """
 
 from . import adapt, align, datasets, encoders, metrics
-from ._adapter import ERAAdapter
-from ._corpus import Corpus
-from ._hnsw import HNSWIndex
-from ._legacy_format import convert_legacy_adapter
-from ._presets import paper_recipe
-from ._search import AdaptedSearch, ExactIndex, search
+from ._estimator.adapter import ERAAdapter
+from ._estimator.presets import paper_recipe
+from ._index.hnsw import HNSWIndex
+from ._index.search import AdaptedSearch, ExactIndex, search
+from ._io.legacy import convert_legacy_adapter
+from ._stage2.corpus import Corpus
 
 __version__ = "0.2.0"
 

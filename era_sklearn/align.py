@@ -25,9 +25,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._blas import single_threaded_blas
-from ._closed_form import procrustes, ridge
-from ._optional import require_torch
+from ._stage1.closed_form import procrustes, ridge
+from ._utils.blas import single_threaded_blas
+from ._utils.optional import require_torch
 
 __all__ = ["LeastSquares", "Procrustes", "TorchAlign"]
 
@@ -39,7 +39,7 @@ class _ClosedFormAlign(BaseEstimator):
     streams = True
 
     def solve_statistics(self, stats):
-        """``(W, b)``, float64, from :class:`~era_sklearn._statistics.PairStatistics`."""
+        """``(W, b)``, float64, from :class:`~era_sklearn._stage1.statistics.PairStatistics`."""
         centred = stats.centered() if self.center else stats
         # A d x d LAPACK problem (the SVD of a 768 x 384 X^T Y) is too small to
         # share: on the busy 2-core machine, two OpenBLAS threads took 1.2-3.7 s
@@ -197,7 +197,7 @@ class TorchAlign(BaseEstimator):
     def solve(self, X, Y, stats, *, random_state, verbose=0):
         """``(W, b, history)`` trained on normalised rows ``X``, ``Y``."""
         require_torch("The TorchAlign solver")
-        from ._torch_fit import train_align_torch
+        from ._torch.fit import train_align_torch
 
         W0, b0 = Procrustes().solve_statistics(stats)
         return train_align_torch(

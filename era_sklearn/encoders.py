@@ -32,18 +32,18 @@ import numpy as np
 from sklearn.preprocessing import normalize as _normalize_rows
 from sklearn.utils._param_validation import HasMethods, Interval
 
-from era_sklearn._hub import load_named_model
-from era_sklearn._openai_client import EmbeddingAPIError, EmbeddingsClient
-from era_sklearn._text_encoder import TextEncoder
+from era_sklearn._text.base import TextEncoder
+from era_sklearn._text.hub import load_named_model
+from era_sklearn._text.openai_client import EmbeddingAPIError, EmbeddingsClient
 
 if TYPE_CHECKING:  # imported on first use: see __getattr__ below
-    from era_sklearn._adapted_encoder import AdaptedEncoder
+    from era_sklearn._text.adapted_encoder import AdaptedEncoder
 
 def __getattr__(name):
     # AdaptedEncoder subclasses LangChain's Embeddings when langchain-core is installed,
     # an import that costs most of a second: done on first use, not with era_sklearn.
     if name == "AdaptedEncoder":
-        from era_sklearn._adapted_encoder import AdaptedEncoder
+        from era_sklearn._text.adapted_encoder import AdaptedEncoder
 
         return AdaptedEncoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,9 +30,9 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
-from . import _rank_kernels as kernels
-from ._corpus import match_targets
-from ._ranked_results import ranked_gains
+from ._metrics import rank_kernels as kernels
+from ._metrics.ranked_results import ranked_gains
+from ._stage2.corpus import match_targets
 
 __all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "ranking_score", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 

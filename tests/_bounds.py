@@ -40,7 +40,7 @@ def unit_rows(A):
 def statistics_reference(X, Y, w=None, normalize=False):
     """``PairStatistics`` by their definition in float64, and a bound on each entry's error.
 
-    The pass (era_sklearn/_statistics.py) forms each term from rows scaled in
+    The pass (era_sklearn/_stage1/statistics.py) forms each term from rows scaled in
     the input dtype and sums at most ``n`` rows in that dtype before the
     float64 totals take over. A term's factors carry the rounding of the row
     scaling: the row's sum of ``d`` squares (``gamma_d``, at most that on the

@@ -1,11 +1,11 @@
-"""Row-blocked passes (era_sklearn/_blocks.py): fixed blocks per thread, errors raised."""
+"""Row-blocked passes (era_sklearn/_utils/blocks.py): fixed blocks per thread, errors raised."""
 
 import threading
 
 import numpy as np
 import pytest
 
-from era_sklearn._blocks import block_rows_for, n_threads_for, run_blocks, threads_used
+from era_sklearn._utils.blocks import block_rows_for, n_threads_for, run_blocks, threads_used
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])

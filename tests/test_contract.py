@@ -51,7 +51,7 @@ def test_unknown_parameter_fails_at_set_params():
     (Softmax(temperature=0.0), "'temperature' parameter of Softmax"),
 ])
 def test_bad_nested_value_names_the_parameter_before_any_work(solver, match, monkeypatch):
-    import era_sklearn._stage2 as stage2
+    import era_sklearn._stage2.problem as stage2
 
     monkeypatch.setattr(stage2.Stage2Problem, "__init__",
                         lambda *a, **k: pytest.fail("the problem was built before validation"))
@@ -258,7 +258,7 @@ def test_zero_query_maps_to_zero_and_hybrid_keeps_the_other_block():
 def test_paper_recipe_carries_exactly_the_official_settings(monkeypatch):
     """paper_recipe() hands the torch solvers ERAConfig's settings (PAPER_ALIGN / PAPER_ADAPT),
     the ones benchmarks/paper_parity.py measured against the official code."""
-    import era_sklearn._torch_fit as torch_fit
+    import era_sklearn._torch.fit as torch_fit
     from era_sklearn import paper_recipe
 
     seen = {}

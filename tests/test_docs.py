@@ -64,7 +64,7 @@ _VALUES, _IDS = re.compile(r"score|dist|sim|^_$"), re.compile(r"ids|ind|rows|top
 def test_search_results_unpack_values_first():
     """Docs, docstrings and benchmarks unpack every search as (values, ids), as the API returns."""
     root = DOCS.parent
-    files = [*DOCS.glob("*.md"), root / "README.md", *root.glob("era_sklearn/*.py"),
+    files = [*DOCS.glob("*.md"), root / "README.md", *root.glob("era_sklearn/**/*.py"),
              *root.glob("benchmarks/*.py")]
     unpacked = [(f.name, *m.groups()) for f in files for m in _UNPACK.finditer(f.read_text())]
     assert len(unpacked) >= 8  # the pattern finds the examples it is meant to check

@@ -12,18 +12,18 @@ import era_sklearn
 
 #: Modules behind ``era_sklearn.__all__``.
 MODULES = [
-    "era_sklearn._adapter",
-    "era_sklearn._hnsw",
-    "era_sklearn._search",
+    "era_sklearn._estimator.adapter",
+    "era_sklearn._index.hnsw",
+    "era_sklearn._index.search",
     "era_sklearn.metrics",
     "era_sklearn.datasets",
     "era_sklearn.align",
     "era_sklearn.adapt",
-    "era_sklearn._corpus",
-    "era_sklearn._presets",
+    "era_sklearn._stage2.corpus",
+    "era_sklearn._estimator.presets",
     "era_sklearn.encoders",
-    "era_sklearn._adapted_encoder",
-    "era_sklearn._openai_client",
+    "era_sklearn._text.adapted_encoder",
+    "era_sklearn._text.openai_client",
 ]
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -33,7 +33,7 @@ OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 NEEDS = {
     "era_sklearn.align.TorchAlign": "torch",
     "era_sklearn.adapt.Contrastive": "torch",
-    "era_sklearn._presets.paper_recipe": "torch",
+    "era_sklearn._estimator.presets.paper_recipe": "torch",
     "era_sklearn.encoders.SentenceTransformerEncoder": "sentence_transformers",
 }
 

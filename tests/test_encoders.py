@@ -21,8 +21,8 @@ pytest.importorskip("model2vec")
 import _text_models
 
 from era_sklearn import ERAAdapter
-from era_sklearn import _embedding_cache
-from era_sklearn._embedding_cache import FILENAME, EmbeddingCache, text_key
+from era_sklearn._text import cache as _embedding_cache
+from era_sklearn._text.cache import FILENAME, EmbeddingCache, text_key
 from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder
 
 TEXTS = ["Cats purr.", "dogs bark", "fish swim", "birds sing", "the cats", "a dog"]

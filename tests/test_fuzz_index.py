@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from era_sklearn import ExactIndex, HNSWIndex
-from era_sklearn._hnsw_format import HEADER
+from era_sklearn._index.hnsw_format import HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(

@@ -1,4 +1,4 @@
-"""Tests for era_sklearn._hnsw.HNSWIndex and era_sklearn._search."""
+"""Tests for era_sklearn._index.hnsw.HNSWIndex and era_sklearn._index.search."""
 
 import json
 import os
@@ -14,9 +14,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
-from era_sklearn import _hnsw
-from era_sklearn._hnsw import HNSWIndex
-from era_sklearn._search import AdaptedSearch, ExactIndex, search
+from era_sklearn._index import hnsw as _hnsw
+from era_sklearn._index.hnsw import HNSWIndex
+from era_sklearn._index.search import AdaptedSearch, ExactIndex, search
 
 N_DOCS, DIM, K = 5000, 64, 10
 
@@ -508,7 +508,7 @@ def _edit_index(path, offset, value, fmt="<I"):
     ],
 )  # fmt: skip
 def test_load_checks_the_index_file(tmp_path, edit, message):
-    from era_sklearn._hnsw_format import HEADER
+    from era_sklearn._index.hnsw_format import HEADER
 
     path, _ = _saved(tmp_path)
     raw = (path / "index.hnsw").read_bytes()
@@ -524,7 +524,7 @@ def test_load_checks_the_index_file(tmp_path, edit, message):
 
 
 def test_load_checks_upper_level_links(tmp_path):
-    from era_sklearn._hnsw_format import HEADER
+    from era_sklearn._index.hnsw_format import HEADER
 
     path, _ = _saved(tmp_path, n=300)
     raw = bytearray((path / "index.hnsw").read_bytes())

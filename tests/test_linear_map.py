@@ -1,4 +1,4 @@
-"""transform's blocked linear pass (era_sklearn/_linear_map.py, issue 18).
+"""transform's blocked linear pass (era_sklearn/_transform/linear.py, issue 18).
 
 The pass multiplies X as it is and scales the output rows; it must equal the
 definition (normalise, multiply, add, normalise) within its rounding bound in
@@ -16,9 +16,10 @@ import pytest
 from _bounds import assert_within, transform_reference
 from sklearn.utils.validation import validate_data
 
-from era_sklearn import ERAAdapter, _linear_map
-from era_sklearn._linear_map import map_rows
-from era_sklearn._validation import FLOAT_DTYPES
+from era_sklearn import ERAAdapter
+from era_sklearn._transform import linear as _linear_map
+from era_sklearn._transform.linear import map_rows
+from era_sklearn._utils.validation import FLOAT_DTYPES
 from era_sklearn.align import Procrustes
 
 

@@ -1,5 +1,5 @@
 """Encoders given a model *name* where the hub cannot be reached fail at once, saying how to
-pass a local folder (``era_sklearn._hub``), instead of ~80 s of retries and a bare OSError.
+pass a local folder (``era_sklearn._text.hub``), instead of ~80 s of retries and a bare OSError.
 
 The "network" here is sockets on 127.0.0.1 only: a port nothing listens on, and a server
 that accepts connections and never answers (each bounded: it stops with the test).
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from era_sklearn import _hub
+from era_sklearn._text import hub as _hub
 from era_sklearn.encoders import Model2VecEncoder, SentenceTransformerEncoder
 
 #: A name no cache can hold, so every run has to resolve it from scratch.

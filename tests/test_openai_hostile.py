@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("httpx")
 
 import era_sklearn
-from era_sklearn._openai_client import EmbeddingAPIError, parse_embeddings
+from era_sklearn._text.openai_client import EmbeddingAPIError, parse_embeddings
 from era_sklearn.encoders import OpenAIEncoder
 
 CAP_2_BY_4 = 2**20 + 2 * (1024 + 48 * 4)  # the documented cap for 2 texts of width 4

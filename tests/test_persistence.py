@@ -1,4 +1,4 @@
-"""Pickle-free save/load on safetensors (``era_sklearn._persistence``), hostile files included."""
+"""Pickle-free save/load on safetensors (``era_sklearn._io.persistence``), hostile files included."""
 
 import copy
 import functools
@@ -25,7 +25,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from era_sklearn import ERAAdapter, _legacy_format, _persistence
+from era_sklearn import ERAAdapter
+from era_sklearn._io import legacy as _legacy_format
+from era_sklearn._io import persistence as _persistence
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY_FILE = ROOT / "tests" / "data" / "adapter_0.1.0.npz"  # written by era-sklearn 0.1.0
@@ -526,7 +528,8 @@ def _legacy_zip_bomb(path):
 _MEASURE = textwrap.dedent("""
     import json, re, sys, tracemalloc
     import numpy as np
-    from era_sklearn import ERAAdapter, _legacy_format
+    from era_sklearn import ERAAdapter
+    from era_sklearn._io import legacy as _legacy_format
 
     def status_mb(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from era_sklearn import ERAAdapter
-from era_sklearn._closed_form import procrustes, ridge
-from era_sklearn._statistics import PairStatistics
+from era_sklearn._stage1.closed_form import procrustes, ridge
+from era_sklearn._stage1.statistics import PairStatistics
 from era_sklearn.adapt import Ridge, Softmax
 from era_sklearn.align import LeastSquares, Procrustes
 

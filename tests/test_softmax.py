@@ -4,15 +4,18 @@ import warnings
 
 import numpy as np
 import pytest
-
-from era_sklearn._candidates import corpus_candidates, match_targets, sample_candidates
-from era_sklearn._softmax import (
+from era_sklearn._stage2.candidates import (
+    corpus_candidates,
+    match_targets,
+    sample_candidates,
+)
+from era_sklearn._stage2.softmax import (
     SoftmaxProblem,
     fit_softmax,
     label_only_prior,
     softmax_loss_grad,
 )
-from era_sklearn._softmax_search import select_and_fit
+from era_sklearn._stage2.softmax_search import select_and_fit
 
 
 def _unit(A):
@@ -65,7 +68,7 @@ def test_gradient_matches_finite_differences():
 
 def test_solver_objective_is_the_loss_in_whitened_gauge_fixed_coordinates():
     """The function L-BFGS sees: same loss, exact gradient, W - W0 orthogonal to W0."""
-    from era_sklearn._softmax import _Objective
+    from era_sklearn._stage2.softmax import _Objective
 
     rng = np.random.default_rng(1)
     qids = np.repeat(np.arange(9), 2)

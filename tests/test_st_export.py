@@ -1,4 +1,4 @@
-"""ERAAdapter -> sentence-transformers export (``era_sklearn._st_export``), with tiny models
+"""ERAAdapter -> sentence-transformers export (``era_sklearn._torch.export``), with tiny models
 built in the test (no download)."""
 
 import copy
@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from era_sklearn import ERAAdapter
-from era_sklearn._st_export import ResidualMLPHead, _output_width, to_sentence_transformer
+from era_sklearn._torch.export import ResidualMLPHead, _output_width, to_sentence_transformer
 
 WORDS = [f"w{i}" for i in range(60)]
 VOCAB = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", *WORDS]

@@ -17,10 +17,10 @@ from _bounds import (
 from threadpoolctl import threadpool_limits
 
 from era_sklearn import ERAAdapter
-from era_sklearn._closed_form import procrustes, ridge
-from era_sklearn._reservoir import Reservoir
-from era_sklearn._statistics import PairStatistics, working_bytes
-from era_sklearn._validation import l2_normalize, row_norms
+from era_sklearn._stage1.closed_form import procrustes, ridge
+from era_sklearn._stage1.reservoir import Reservoir
+from era_sklearn._stage1.statistics import PairStatistics, working_bytes
+from era_sklearn._utils.validation import l2_normalize, row_norms
 from era_sklearn.align import Procrustes
 
 
@@ -288,7 +288,7 @@ def da():
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_dask_statistics_equal_in_memory(da, gram, normalize, weighted):
-    from era_sklearn._dask import dask_pair_statistics
+    from era_sklearn._stage1.dask import dask_pair_statistics
 
     X, Y = _pairs(n=1000)
     X[10], Y[500] = 0, 0
@@ -308,7 +308,7 @@ def test_dask_statistics_equal_in_memory(da, gram, normalize, weighted):
 
 
 def test_dask_reservoir_equals_streamed_reservoir(da):
-    from era_sklearn._dask import dask_pair_statistics
+    from era_sklearn._stage1.dask import dask_pair_statistics
 
     X, Y = _pairs(n=1000)
     Y[::7] = 0  # never sampled
@@ -342,7 +342,7 @@ def test_regression_dask_fit_align_equals_in_memory(da, params):
 
 
 def test_closed_form_solves_agree_on_dask_and_in_memory_statistics(da):
-    from era_sklearn._dask import dask_pair_statistics
+    from era_sklearn._stage1.dask import dask_pair_statistics
 
     X, Y = _pairs(n=800, d_q=12, d_d=7)
     local = PairStatistics.from_arrays(X, Y, normalize=True).centered()
@@ -421,7 +421,7 @@ def test_reservoir_skips_zero_rows_and_zero_weights_and_normalises():
 
 
 def test_reservoir_docstring_example_runs():
-    import era_sklearn._reservoir as module
+    import era_sklearn._stage1.reservoir as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -437,7 +437,7 @@ def test_reservoir_bad_capacity(capacity):
 @pytest.mark.parametrize("conditioning", ["well", "ill", "rank-deficient"])
 def test_polar_factor_matches_the_svd(shape, conditioning):
     """Procrustes' map from the Gram eigendecomposition, or the SVD fallback, equals U V^T."""
-    from era_sklearn._closed_form import _polar
+    from era_sklearn._stage1.closed_form import _polar
 
     rng = np.random.default_rng(0)
     M = rng.normal(size=shape)

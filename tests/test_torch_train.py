@@ -5,22 +5,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from era_sklearn import _torch_train
-from era_sklearn._negatives import match_rows, mine_hard_negatives, sample_random_negatives
-from era_sklearn._torch_fit import (
+from era_sklearn._torch import train as _torch_train
+from era_sklearn._torch.fit import (
     PAPER_ADAPT,
     draw_negatives,
     select_rows,
     train_adapt_torch,
     train_align_torch,
 )
-from era_sklearn._torch_models import (
+from era_sklearn._torch.models import (
     build_module,
     module_from_numpy,
     module_to_numpy,
     numpy_forward,
 )
-from era_sklearn._torch_train import (
+from era_sklearn._torch.negatives import match_rows, mine_hard_negatives, sample_random_negatives
+from era_sklearn._torch.train import (
     TrainingHistory,
     load_era_checkpoint,
     resolve_device,
@@ -228,7 +228,7 @@ def test_contrastive_learns_planted_map(task):
 
 def test_validation_split_is_by_group(task):
     # Rows of one group share X; a per-row split would leak them into validation.
-    from era_sklearn._torch_train import _group_split
+    from era_sklearn._torch.train import _group_split
 
     train, valid = _group_split(task["groups"], 0.25, np.random.default_rng(0))
     assert not set(task["groups"][train]) & set(task["groups"][valid])
