@@ -89,6 +89,13 @@ def test_maps_set_together(tmp_path):
         ERAAdapter.load(path)
 
 
+class _Plain(BaseEstimator):
+    """A user's solver class that declares no parameter constraints."""
+
+    def __init__(self, k=1):
+        self.k = k
+
+
 class _Tiny(BaseEstimator):
     """A schema of its own: the format holds nothing specific to ERAAdapter."""
 
@@ -98,8 +105,11 @@ class _Tiny(BaseEstimator):
         attributes=(Attribute("w_", "float_array", ("width",), required=True, finite=True),
                     Attribute("n_seen_", "count", required=True),
                     Attribute("total_", "count", equals="width", derived=True)),
-        classes=ClassRegistry(),
+        classes=ClassRegistry({"tests._Plain": _Plain}),
     )
+
+    def __init__(self, solver=None):
+        self.solver = solver
 
     def fit(self, X):
         self.w_, self.n_seen_ = np.asarray(X, dtype=float).sum(axis=0), len(X)
@@ -107,8 +117,9 @@ class _Tiny(BaseEstimator):
 
 
 def test_another_estimator_declares_its_own_state(tmp_path):
-    est = _Tiny().fit(np.ones((3, 5)))
+    est = _Tiny(solver=_Plain(k=3)).fit(np.ones((3, 5)))
     loaded = load_adapter(_Tiny, save_adapter(est, tmp_path / "t"))
+    assert type(loaded.solver) is _Plain and loaded.solver.k == 3
     np.testing.assert_array_equal(loaded.w_, est.w_)
     assert loaded.n_seen_ == 3
     est.w_[0] = np.inf

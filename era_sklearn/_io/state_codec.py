@@ -267,6 +267,8 @@ def _build(cls, params, where):
     unknown = sorted(set(params) - set(est.get_params(deep=False)))  # **kwargs constructors
     if unknown:
         raise Invalid(f"{label}unknown parameters {unknown} for {cls.__name__}")
+    if not hasattr(est, "_parameter_constraints"):
+        return est  # a user's registered class that declares no constraints: nothing to check
     try:
         est._validate_params()
     except (ValueError, TypeError) as exc:  # InvalidParameterError is both
