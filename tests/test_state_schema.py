@@ -128,3 +128,12 @@ def test_another_estimator_declares_its_own_state(tmp_path):
     est.w_, est.n_seen_ = np.ones(5), -1
     with pytest.raises(ValueError, match="n_seen_ is -1, not a count"):
         save_adapter(est, tmp_path / "u")
+
+
+def test_the_writers_version_is_recorded_without_importing_the_package(tmp_path):
+    """The format reads era-sklearn's version from the installed distribution's metadata."""
+    import era_sklearn
+
+    with safe_open(_fitted()[0].save(tmp_path / "a"), framework="numpy") as f:
+        versions = json.loads(f.metadata()["versions"])
+    assert versions["era_sklearn"] == era_sklearn.__version__

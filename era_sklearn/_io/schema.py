@@ -150,34 +150,47 @@ def _bind(dim, est, state, sizes, own):
 
 
 def _problem(attribute, value, sizes, own):
-    name = attribute.name
-    if attribute.kind == "count" and attribute.equals is not None:
-        size = sizes.get(attribute.equals)
-        if not (is_int(value) and value == size):
-            source = f" ({own[attribute.equals]})" if attribute.equals in own else ""
-            return f"{name} is {value!r} but {attribute.equals}{source} is {size}"
-    elif attribute.kind == "count" and not (is_int(value) and value >= 0):
-        return f"{name} is {value!r}, not a count"
-    if attribute.kind == "dtype" and not isinstance(value, np.dtype):
-        return f"{name} is not a dtype"
-    if attribute.kind in ("float_array", "strings"):
-        ok = is_float_array(value) if attribute.kind == "float_array" \
-            else isinstance(value, np.ndarray)
-        expected = tuple(_expected_size(d, sizes, own, name) for d in attribute.shape)
-        if not (ok and len(value.shape) == len(expected)
-                and all(e == "n" or e == s or (isinstance(e, str) and _read_from(own, e, name))
-                        for e, s in zip(expected, value.shape))):
-            shown = "(" + ", ".join(map(str, expected)) + ("," if len(expected) == 1 else "") + ")"
-            return f"{name} has shape {getattr(value, 'shape', None)}, expected {shown}"
-    if attribute.check is not None:
+    """What is wrong with one attribute's value, or None: kind and shape, its own
+    check, then finiteness (the cheap structural checks first)."""
+    if attribute.kind == "count":
+        problem = _count_problem(attribute, value, sizes, own)
+    elif attribute.kind == "dtype":
+        problem = None if isinstance(value, np.dtype) else f"{attribute.name} is not a dtype"
+    elif attribute.kind in ("float_array", "strings"):
+        problem = _shape_problem(attribute, value, sizes, own)
+    else:
+        problem = None
+    if problem is None and attribute.check is not None:
         problem = attribute.check(value, sizes)
-        if problem:
-            return problem
-    if attribute.finite:
-        for key, a in float_arrays(value, name):
-            if not np.isfinite(a).all():
-                return f"{key} contains NaN or infinity"
-    return None
+    if problem is None and attribute.finite:
+        problem = next((f"{key} contains NaN or infinity"
+                        for key, a in float_arrays(value, attribute.name)
+                        if not np.isfinite(a).all()), None)
+    return problem
+
+
+def _count_problem(attribute, value, sizes, own):
+    if attribute.equals is None:
+        return None if is_int(value) and value >= 0 else \
+            f"{attribute.name} is {value!r}, not a count"
+    size = sizes.get(attribute.equals)
+    if is_int(value) and value == size:
+        return None
+    source = f" ({own[attribute.equals]})" if attribute.equals in own else ""
+    return f"{attribute.name} is {value!r} but {attribute.equals}{source} is {size}"
+
+
+def _shape_problem(attribute, value, sizes, own):
+    name = attribute.name
+    ok = is_float_array(value) if attribute.kind == "float_array" \
+        else isinstance(value, np.ndarray)
+    expected = tuple(_expected_size(d, sizes, own, name) for d in attribute.shape)
+    if ok and len(value.shape) == len(expected) and all(
+            e == "n" or e == s or (isinstance(e, str) and _read_from(own, e, name))
+            for e, s in zip(expected, value.shape)):
+        return None
+    shown = "(" + ", ".join(map(str, expected)) + ("," if len(expected) == 1 else "") + ")"
+    return f"{name} has shape {getattr(value, 'shape', None)}, expected {shown}"
 
 
 def _expected_size(entry, sizes, own, name):
