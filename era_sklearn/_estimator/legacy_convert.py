@@ -13,7 +13,7 @@ import numpy as np
 from .._io.legacy import read_legacy
 from .._io.persistence import save_adapter
 from .._io.safetensors_file import CONTENT_ERRORS, Invalid, short
-from .._io.schema import check_state
+from .._io.schema import check_state, schema_of
 from .._io.state_codec import check_attribute_name
 from .._stage1.statistics import PairStatistics
 from .adapter import ERAAdapter
@@ -54,6 +54,7 @@ def convert_legacy_adapter(src, dst, cls=None):
     (12, 6)
     """
     cls = ERAAdapter if cls is None else cls
+    schema_of(cls)  # a class without a schema is the caller's error, not the file's
     src = Path(src)
     try:
         est, dropped = _legacy_estimator(cls, *read_legacy(src))
@@ -87,7 +88,7 @@ def _legacy_estimator(cls, class_name, params, attributes, statistics):
     for name, parts in statistics.items():
         attributes[name] = PairStatistics(**{f.name: parts.get(f.name)
                                              for f in dataclasses.fields(PairStatistics)})
-    schema, derived = cls._state_schema, {}
+    schema, derived = schema_of(cls), {}
     params = est.get_params(deep=False)
     for name, value in attributes.items():
         if name in schema.derived():
