@@ -8,6 +8,7 @@ Public names:
   :mod:`era_sklearn.adapt` (stage-2 solvers: :class:`~era_sklearn.adapt.Softmax`,
   :class:`~era_sklearn.adapt.Ridge`, :class:`~era_sklearn.adapt.Contrastive`).
 - :func:`paper_recipe`: the paper's exact configuration.
+- :func:`register_solver`: lets ``save`` / ``load`` handle a solver class of your own.
 - :class:`Corpus`: the indexed documents as a fit parameter that is never sliced.
 - :class:`HNSWIndex`, :class:`ExactIndex`: document indexes with the
   ``NearestNeighbors`` surface; :func:`search` / :class:`AdaptedSearch` run
@@ -17,10 +18,11 @@ Public names:
 
 from . import adapt, align, datasets, encoders, metrics
 from ._estimator.adapter import ERAAdapter
+from ._estimator.legacy_convert import convert_legacy_adapter
 from ._estimator.presets import paper_recipe
+from ._estimator.state_schema import register_solver
 from ._index.hnsw import HNSWIndex
 from ._index.search import AdaptedSearch, ExactIndex, search
-from ._io.legacy import convert_legacy_adapter
 from ._stage2.corpus import Corpus
 
 __version__ = "0.2.0"
@@ -39,5 +41,6 @@ __all__ = [
     "encoders",
     "metrics",
     "paper_recipe",
+    "register_solver",
     "search",
 ]

@@ -25,9 +25,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from era_sklearn import ERAAdapter
-from era_sklearn._io import legacy as _legacy_format
+from era_sklearn import ERAAdapter, convert_legacy_adapter
 from era_sklearn._io import persistence as _persistence
+from era_sklearn._io import safetensors_file as _container
+from era_sklearn._io.registry import ClassRegistry
+from era_sklearn._io.schema import Attribute, Dimension, StateSchema
+from era_sklearn._io.state_codec import fitted_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY_FILE = ROOT / "tests" / "data" / "adapter_0.1.0.npz"  # written by era-sklearn 0.1.0
@@ -106,8 +109,8 @@ def test_round_trip_gives_identical_transform(kind, dtype, tmp_path):
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, est.transform(X))
     assert repr(loaded.get_params()) == repr(est.get_params())  # solver objects: by value
-    fitted = _persistence._fitted_attributes(est)
-    assert set(_persistence._fitted_attributes(loaded)) == set(fitted)
+    fitted = fitted_attributes(est, ERAAdapter._state_schema)
+    assert set(fitted_attributes(loaded, ERAAdapter._state_schema)) == set(fitted)
     for name, value in fitted.items():
         assert repr(getattr(loaded, name)) == repr(value), name
 
@@ -199,7 +202,7 @@ def test_joblib_round_trip(dtype, tmp_path):
                                   est.transform(X))
 
 
-# -- solver objects (classes from the allow-listed modules only) ----------------
+# -- solver objects (registered classes only) ------------------------------------
 class _Solver(BaseEstimator):
     """Stands in for the solver objects of era_sklearn.align / era_sklearn.adapt."""
 
@@ -212,10 +215,19 @@ class _Solver(BaseEstimator):
 
 
 class _Estimator(BaseEstimator):
-    """A minimal adapter-like estimator whose parameter takes a solver object."""
+    """A minimal adapter-like estimator whose parameter takes a solver object.
+
+    Its own schema and registry: the file format knows no estimator but the class it is given.
+    """
 
     _parameter_constraints: ClassVar[dict] = {"align": [StrOptions({"lstsq"}), _Solver],
                                               "normalize_output": ["boolean"]}
+    _state_schema = StateSchema(
+        dimensions=(Dimension("d", attribute="n_features_in_"),),
+        attributes=(Attribute("coef_", "float_array", ("d", "d"), required=True, finite=True),
+                    Attribute("intercept_", "float_array", ("d",), required=True)),
+        classes=ClassRegistry({f"{__name__}._Solver": _Solver}),
+    )
 
     def __init__(self, align="lstsq", normalize_output=True):
         self.align = align
@@ -227,12 +239,7 @@ class _Estimator(BaseEstimator):
         return self
 
 
-@pytest.fixture
-def solver_module(monkeypatch):
-    monkeypatch.setattr(_persistence, "SOLVER_MODULES", (__name__,))
-
-
-def test_solver_object_round_trip(solver_module, tmp_path):
+def test_solver_object_round_trip(tmp_path):
     est = _Estimator(align=_Solver(alpha=2.5, loss="mse")).fit(np.ones((3, 4)))
     path = _persistence.save_adapter(est, tmp_path / "s")
     params = json.loads(_metadata(path)["params"])
@@ -248,7 +255,7 @@ def test_solver_object_round_trip(solver_module, tmp_path):
     ({"loss": "bogus"}, "'loss' parameter of _Solver must be a str among"),
     ({"alhpa": 1.0}, r"unknown parameters \['alhpa'\] for _Solver"),
 ], ids=["negative_alpha", "bogus_loss", "unknown_name"])
-def test_edited_solver_parameters_are_refused(solver_module, tmp_path, edit, message):
+def test_edited_solver_parameters_are_refused(tmp_path, edit, message):
     est = _Estimator(align=_Solver()).fit(np.ones((3, 4)))
     path = _persistence.save_adapter(est, tmp_path / "s")
     _tamper(path, edit_params=lambda p: p["align"]["params"].update(edit))
@@ -256,7 +263,7 @@ def test_edited_solver_parameters_are_refused(solver_module, tmp_path, edit, mes
         _persistence.load_adapter(_Estimator, path)
 
 
-def test_class_outside_the_allow_list_is_never_imported(solver_module, tmp_path):
+def test_class_outside_the_allow_list_is_never_imported(tmp_path):
     est = _Estimator(align=_Solver()).fit(np.ones((3, 4)))
     path = _persistence.save_adapter(est, tmp_path / "s")
     assert "antigravity" not in sys.modules
@@ -290,7 +297,7 @@ def _tamper(path, *, edit_params=None, edit_attributes=None, edit_meta=None, ten
         edit_meta(meta)
     arrays.update(tensors or {})
     if resign:
-        meta["sha256"] = _persistence._digest(meta, arrays)
+        meta["sha256"] = _container.digest(meta, arrays)
     save_file(arrays, path, metadata=meta)
 
 
@@ -343,7 +350,7 @@ def test_resigned_flag_flip_loads_as_the_adapter_it_describes(saved):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda a: a.update(n_features_in_=7), r"coef_ has shape \(12, 6\), expected \(7, n_doc"),
-    (lambda a: a.update(n_features_out_=5), "n_features_out_ is 5 but coef_ maps to 6"),
+    (lambda a: a.update(n_features_out_=5), r"n_features_out_ is 5 but n_doc_features \(coef_.shape\[1\]\) is 6"),
     (lambda a: a.update(fit=1), "'fit' is not a fitted attribute name"),
     (lambda a: a.update(get_params_=1), None),  # a new public name is allowed: checked below
     (lambda a: a.update(normalize_output_=True), None),
@@ -475,7 +482,7 @@ def _hostile_files(tmp_path, saved_path):
         # A header just under the limit made of empty JSON lists (the most objects per byte).
         "json_bomb_header": _raw_safetensors(tmp_path / "j", {
             "__metadata__": meta,
-            "x": {"dtype": "F32", "shape": [[]] * ((_persistence.MAX_HEADER_BYTES - 4096) // 4),
+            "x": {"dtype": "F32", "shape": [[]] * ((_container.MAX_HEADER_BYTES - 4096) // 4),
                   "data_offsets": [0, 0]}}),
         # Metadata re-signed, with attributes a JSON bomb of the same size.
         "json_bomb_metadata": _raw_safetensors(tmp_path / "m", {"__metadata__": _resigned(
@@ -486,7 +493,7 @@ def _hostile_files(tmp_path, saved_path):
 
 
 def _resigned(meta):
-    return {**meta, "sha256": _persistence._digest(meta, {})}
+    return {**meta, "sha256": _container.digest(meta, {})}
 
 
 class _RepeatingDeflate:
@@ -529,7 +536,7 @@ _MEASURE = textwrap.dedent("""
     import json, re, sys, tracemalloc
     import numpy as np
     from era_sklearn import ERAAdapter
-    from era_sklearn._io import legacy as _legacy_format
+    from era_sklearn import convert_legacy_adapter
 
     def status_mb(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
@@ -559,7 +566,7 @@ _MEASURE = textwrap.dedent("""
     for name, path in json.loads(sys.argv[1]).items():
         out[name + "/load"] = growth_mb(ERAAdapter.load, path)
         if name.startswith("legacy"):
-            out[name + "/convert"] = growth_mb(_legacy_format.convert_legacy_adapter, path, path + ".o")
+            out[name + "/convert"] = growth_mb(convert_legacy_adapter, path, path + ".o")
     out["control_300MB"] = growth_mb(lambda: np.ones(300 * 2**20 // 8).sum())
     print(json.dumps(out))
 """)
@@ -609,11 +616,11 @@ def _padded_file(path, saved_path, *, referenced, resign):
         attributes["padding_"] = {"__ndarray__": "padding"}
         meta["attributes"] = json.dumps(attributes)
     if resign:
-        meta["sha256"] = _persistence._digest(
+        meta["sha256"] = _container.digest(
             meta, {**arrays, "padding": np.zeros(PADDING_BYTES // 8)})
     table, data = {}, b""
     for name, a in arrays.items():
-        table[name] = {"dtype": _persistence._DTYPE_CODES[a.dtype], "shape": list(a.shape),
+        table[name] = {"dtype": _container.DTYPE_CODES[a.dtype], "shape": list(a.shape),
                        "data_offsets": [len(data), len(data) + a.nbytes]}
         data += a.tobytes()
     table["padding"] = {"dtype": "F64", "shape": [PADDING_BYTES // 8],
@@ -654,7 +661,7 @@ def test_crash_mid_save_leaves_existing_file_intact(saved, monkeypatch):
     def crashing_fsync(fd):
         raise KeyboardInterrupt("simulated crash after the temporary was written")
 
-    monkeypatch.setattr(_persistence.os, "fsync", crashing_fsync)
+    monkeypatch.setattr(_container.os, "fsync", crashing_fsync)
     est, _ = _fitted("align_only", np.float64)
     with pytest.raises(KeyboardInterrupt):
         est.save(path)
@@ -680,7 +687,7 @@ def test_missing_file_raises_file_not_found(tmp_path):
 
 def test_oversized_state_is_refused_at_save(tmp_path):
     est, _ = _fitted("align_only", np.float64)
-    est.history_ = {"log": "x" * _persistence.MAX_HEADER_BYTES}
+    est.history_ = {"log": "x" * _container.MAX_HEADER_BYTES}
     with pytest.raises(ValueError, match="over the 1048576-byte limit that load enforces"):
         est.save(tmp_path / "big")
 
@@ -702,7 +709,7 @@ def test_legacy_file_converts_to_the_same_map(tmp_path):
         coef, intercept = npz["coef_"], npz["intercept_"]
         meta = json.loads(npz["__meta__"].item())
     with pytest.warns(UserWarning, match="of the 0.1 file are not valid for this ERAAdapter"):
-        path = _legacy_format.convert_legacy_adapter(LEGACY_FILE, tmp_path / "new.safetensors")
+        path = convert_legacy_adapter(LEGACY_FILE, tmp_path / "new.safetensors")
     loaded = ERAAdapter.load(path)
     X, _ = _pairs(np.float32)
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -722,7 +729,7 @@ def test_legacy_file_with_edited_array_is_refused(tmp_path):
     arrays["coef_"] = arrays["coef_"] + 1
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="array 'coef_' does not match its recorded"):
-        _legacy_format.convert_legacy_adapter(path, tmp_path / "new")
+        convert_legacy_adapter(path, tmp_path / "new")
 
 
 # -- files written by era-sklearn 0.2: Softmax's lam / lams ---------------------------
