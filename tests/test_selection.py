@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from era_sklearn._stage2.heldout import HeldOutQueries, _clearly_better
 
+from era_sklearn._stage2.heldout import HeldOutQueries, _clearly_better
 from era_sklearn.metrics import ndcg_at_k
 
 

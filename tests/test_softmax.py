@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from era_sklearn._stage2.candidates import (
     corpus_candidates,
     match_targets,
