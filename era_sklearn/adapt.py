@@ -1,9 +1,9 @@
 """Stage-2 solvers: how ``ERAAdapter.fit`` refines the map from labelled pairs.
 
 Each solver is a small parameter object holding only its own settings,
-reachable as ``adapt__<name>`` by ``GridSearchCV``. ``solve(problem)`` takes
-a :class:`~era_sklearn._stage2.problem.Stage2Problem` and returns an
-:class:`~era_sklearn._stage2.problem.AdaptResult`; the estimator assigns the fitted
+reachable as ``adapt__<name>`` by ``GridSearchCV``. Every solver follows one
+protocol, :class:`AdaptSolver`: ``solve(problem)`` takes a :class:`Stage2Problem`
+and returns an :class:`AdaptResult`; the estimator assigns the fitted
 attributes.
 
 - :class:`Softmax` (the default): full-batch listwise softmax over candidate
@@ -24,11 +24,11 @@ from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 
 from ._stage1.closed_form import ridge
 from ._stage2.heldout import relative_alpha_grid, select_ridge
-from ._stage2.problem import AdaptResult
+from ._stage2.problem import AdaptResult, Stage2Problem
 from ._stage2.queries import QueryPairs
 from ._utils.optional import require_torch
 
-__all__ = ["Contrastive", "Ridge", "Softmax"]
+__all__ = ["AdaptResult", "AdaptSolver", "Contrastive", "Ridge", "Softmax", "Stage2Problem"]
 
 #: Fewest distinct labelled queries for held-out selection.
 MIN_QUERIES_FOR_SELECTION = 4
@@ -88,7 +88,45 @@ def _short_repr(value, limit=60):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class Ridge(BaseEstimator):
+class AdaptSolver(BaseEstimator):
+    """Base class of stage-2 solvers: the protocol ``ERAAdapter(adapt=...)`` calls.
+
+    A solver is a parameter object (``__init__`` stores its settings, so
+    ``GridSearchCV`` reaches them as ``adapt__<name>``) with one method,
+    ``solve(problem)``: it takes a :class:`Stage2Problem` (the labelled rows,
+    normalised, their candidate documents and the stage-1 prior) and returns
+    an :class:`AdaptResult`. Any object with a ``solve`` method is accepted.
+
+    Attributes
+    ----------
+    needs_torch : bool, default=False
+        The solver needs the torch extra: ``fit`` checks before any work.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.adapt import AdaptResult, AdaptSolver
+    >>> class KeepPrior(AdaptSolver):
+    ...     def solve(self, problem):
+    ...         blend = problem.blends[problem.default_blend_index]
+    ...         return AdaptResult(coef=problem.prior(blend), intercept=problem.intercept,
+    ...                            blend=blend)
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 6))
+    >>> a = ERAAdapter(adapt=KeepPrior()).fit_align(X, X[:, :3]).fit(X[:20], X[:20, :3])
+    >>> bool(np.allclose(a.coef_, a.align_coef_))
+    True
+    """
+
+    needs_torch = False
+
+    def solve(self, problem):
+        """Return the :class:`AdaptResult` of ``problem`` (a :class:`Stage2Problem`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define solve(problem).")
+
+
+class Ridge(AdaptSolver):
     """Closed-form stage 2: ``argmin ||X W - Y||^2 + alpha ||W - W_prior||^2``.
 
     Squared error in document space does not rank; its strength is therefore
@@ -185,7 +223,7 @@ class Ridge(BaseEstimator):
         return alphas + [np.inf] if has_prior and np.inf not in alphas else alphas
 
 
-class Contrastive(BaseEstimator):
+class Contrastive(AdaptSolver):
     """ERA's stage 2 in torch: InfoNCE over positives and mined hard negatives.
 
     Starts from the stage-1 prior (the paper's warm start), which also mines
@@ -375,7 +413,7 @@ def _available_negatives(problem, n_negatives):
     return max(available, 0)
 
 
-class Softmax(BaseEstimator):
+class Softmax(AdaptSolver):
     """Stage 2 that ranks: full-batch listwise softmax toward the stage-1 map.
 
     Minimises, over the linear map ``W``,

@@ -77,16 +77,48 @@ class Stage2Problem:
 
     def blend_coefs(self, blend):
         """Coefficients of ``bases`` for one blend."""
-        if not self.hybrid:
-            return [1.0] if self.bases else []
-        return [blend, 1.0 - blend] if len(self.bases) == 2 else [1.0]
+        return blend_coefs(self.bases, blend, self.hybrid)
 
     def prior(self, blend):
         """The stage-2 prior map for one blend (zeros for label-only)."""
-        out = np.zeros((self.X.shape[1], self.Y.shape[1]))
-        for c, B in zip(self.blend_coefs(blend), self.bases):
-            out += c * B
-        return out
+        return blended_prior(self.bases, blend, self.hybrid, self.X.shape[1], self.Y.shape[1])
+
+
+def prior_bases(W_align, d_in, d_out, hybrid):
+    """Maps whose combinations are the candidate priors of stage 2.
+
+    Plain: the stage-1 map (or nothing, for label-only). Hybrid: the stage-1
+    map on the query block and the identity on the document block, each
+    padded with zeros to the full input width, so that a blend is a sum.
+    """
+    if not hybrid:
+        return [] if W_align is None else [np.asarray(W_align, dtype=np.float64)]
+    identity = np.zeros((d_in, d_out))
+    identity[d_in - d_out:] = np.eye(d_out)
+    if W_align is None:
+        return [identity]
+    aligned = np.zeros((d_in, d_out))
+    aligned[: d_in - d_out] = W_align
+    return [aligned, identity]
+
+
+def blend_coefs(bases, blend, hybrid):
+    """Coefficients of ``bases`` for one blend: ``[b, 1 - b]`` for an aligned hybrid."""
+    if not hybrid:
+        return [1.0] if bases else []
+    return [blend, 1.0 - blend] if len(bases) == 2 else [1.0]
+
+
+def blended_prior(bases, blend, hybrid, d_in, d_out):
+    """The prior map for one blend, float64: the one place a prior is built.
+
+    ``fit_align`` stores it as ``coef_`` and every stage-2 solver starts
+    from it, so the two cannot disagree.
+    """
+    out = np.zeros((d_in, d_out))
+    for c, B in zip(blend_coefs(bases, blend, hybrid), bases):
+        out += c * B
+    return out
 
 
 @dataclass
