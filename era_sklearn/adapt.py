@@ -120,6 +120,8 @@ class AdaptSolver(BaseEstimator):
     """
 
     needs_torch = False
+    #: No constraints of its own: a subclass lists its parameters' (unlisted ones are not checked).
+    _parameter_constraints: ClassVar[dict] = {}
 
     def solve(self, problem):
         """Return the :class:`AdaptResult` of ``problem`` (a :class:`Stage2Problem`)."""

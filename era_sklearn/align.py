@@ -75,6 +75,8 @@ class AlignSolver(BaseEstimator):
 
     requires_rows = False
     requires_gram = True
+    #: No constraints of its own: a subclass lists its parameters' (unlisted ones are not checked).
+    _parameter_constraints: ClassVar[dict] = {}
 
     def solve(self, problem):
         """Return the :class:`AlignResult` of ``problem`` (an :class:`AlignProblem`)."""

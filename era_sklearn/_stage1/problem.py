@@ -38,6 +38,16 @@ class AlignProblem:
         The rows' ``sample_weight`` (None: all 1), with ``X``.
     random_state : int, RandomState instance or None
     verbose : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn._stage1.statistics import PairStatistics
+    >>> from era_sklearn.align import AlignProblem, Procrustes
+    >>> X = np.random.default_rng(0).normal(size=(50, 4))
+    >>> problem = AlignProblem(stats=PairStatistics.from_arrays(X, X[:, :2]))
+    >>> Procrustes().solve(problem).coef.shape
+    (4, 2)
     """
 
     stats: PairStatistics
@@ -58,6 +68,13 @@ class AlignResult:
     intercept : ndarray of shape (d_d,)
     history : dict or None
         Training history of an iterative solver (``align_history_``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn.align import AlignResult
+    >>> AlignResult(coef=np.eye(3), intercept=np.zeros(3)).history is None
+    True
     """
 
     coef: np.ndarray

@@ -46,6 +46,20 @@ class Stage2Problem:
     hybrid : bool
     random_state : int, RandomState or None
     verbose : int
+
+    Examples
+    --------
+    A stage-2 solver reads the problem ``ERAAdapter.fit`` builds; here, the
+    prior it starts from (see :class:`~era_sklearn.adapt.AdaptSolver`):
+
+    >>> import numpy as np
+    >>> from era_sklearn.adapt import Stage2Problem
+    >>> rows = np.eye(2)
+    >>> problem = Stage2Problem(X=rows, Y=rows, weights=np.ones(2), grades=np.ones(2),
+    ...                         qids=np.arange(2), candidates=rows, targets=np.arange(2),
+    ...                         bases=[np.eye(2)], blends=[1.0], intercept=np.zeros(2))
+    >>> problem.n_queries, problem.prior(1.0).tolist()
+    (2, [[1.0, 0.0], [0.0, 1.0]])
     """
 
     X: np.ndarray
@@ -123,7 +137,19 @@ def blended_prior(bases, blend, hybrid, d_in, d_out):
 
 @dataclass
 class AdaptResult:
-    """A stage-2 solver's output: the map and how it was chosen."""
+    """A stage-2 solver's output: the map and how it was chosen.
+
+    ``ERAAdapter.fit`` turns it into ``coef_``, ``intercept_``, ``blend_``,
+    ``penalty_``, ``module_params_``, ``history_``, ``cv_results_`` and
+    ``heldout_ndcg_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn.adapt import AdaptResult
+    >>> AdaptResult(coef=np.eye(3), intercept=np.zeros(3)).blend
+    1.0
+    """
 
     coef: np.ndarray
     intercept: np.ndarray
