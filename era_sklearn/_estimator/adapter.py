@@ -11,31 +11,24 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._stage1.dask import as_row_blocks
 from .._utils.optional import require_torch
 from .._utils.validation import FLOAT_DTYPES, as_target_matrix
 from ..adapt import ADAPT_SOLVERS
 from ..align import ALIGN_SOLVERS
-from ..metrics import retrieval_score
 from . import stage1
 from .hybrid import check_layout
-from .mapping import FittedMap
+from .mapping import MappingMixin
 from .params import SolverParamsMixin, resolve_adapt, resolve_align
 from .stage2_problem import build_problem, stage1_blend, stage1_prior, warn_if_few_labels
 from .stream import AlignStream
 
 
-class ERAAdapter(SolverParamsMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-                 BaseEstimator):
+class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixin, BaseEstimator):
     """Query-side retrieval adapter learned in two stages: align, then train.
 
     Maps embeddings from a strong *query* encoder (``d_q`` columns) into the
@@ -168,19 +161,9 @@ class ERAAdapter(SolverParamsMixin, ClassNamePrefixFeaturesOutMixin, Transformer
         "random_state": ["random_state"],
     }
 
-    def __init__(
-        self,
-        align="procrustes",
-        adapt="softmax",
-        *,
-        hybrid=False,
-        blend="auto",
-        normalize_input=True,
-        normalize_output=True,
-        query_weighting="balanced",
-        verbose=0,
-        random_state=None,
-    ):
+    def __init__(self, align="procrustes", adapt="softmax", *, hybrid=False, blend="auto",
+                 normalize_input=True, normalize_output=True, query_weighting="balanced",
+                 verbose=0, random_state=None):
         self.align = align
         self.adapt = adapt
         self.hybrid = hybrid
@@ -198,11 +181,6 @@ class ERAAdapter(SolverParamsMixin, ClassNamePrefixFeaturesOutMixin, Transformer
         tags.target_tags.single_output = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-    @property
-    def _n_features_out(self):
-        """Output width, for ``get_feature_names_out``."""
-        return self.coef_.shape[1]
 
     def _align_fingerprint(self):
         return stage1.align_fingerprint(resolve_align(self.align), self.normalize_input,
@@ -424,60 +402,6 @@ class ERAAdapter(SolverParamsMixin, ClassNamePrefixFeaturesOutMixin, Transformer
             return None, None, None
         stage1.check_fingerprint(self.align_fingerprint_, self._align_fingerprint())
         return self.align_coef_, self.align_intercept_, self.align_docs_
-
-    # -- transform / score -------------------------------------------------
-    def transform(self, X):
-        """Map query-encoder embeddings into the document space.
-
-        An all-zero query row maps to a zero row, with a warning (in hybrid
-        input, the other block still carries the query).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_queries, n_features_in_)
-
-        Returns
-        -------
-        X_doc : ndarray of shape (n_queries, n_doc_features)
-            Same float dtype as ``X`` (float32 stays float32); rows are unit
-            length when ``normalize_output=True``.
-        """
-        check_is_fitted(self, "coef_")
-        fitted = FittedMap(self.coef_, self.intercept_, self.module_params_, self.hybrid,
-                           self.normalize_input, self.normalize_output)
-        # The fast pass finds NaN/inf itself, which saves validate_data's pass over X.
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
-                          ensure_all_finite=fitted.exact_only)
-        return fitted.apply(X, type(self).__name__)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean nDCG@10 of each query's relevant documents among the targets.
-
-        Rows with identical ``X`` form one query whose relevant documents are
-        their ``Y`` rows; every query ranks the distinct rows of ``Y`` by
-        cosine similarity to its mapped embedding. Higher is better, so
-        ``GridSearchCV`` and ``cross_val_score`` need no custom scorer. For a
-        real document collection use
-        :func:`era_sklearn.metrics.make_retrieval_scorer`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_pairs, n_features_in_)
-        y : array-like of shape (n_pairs, n_doc_features)
-        sample_weight : ignored
-            Accepted for API compatibility.
-
-        Returns
-        -------
-        score : float
-        """
-        Q = self.transform(X)
-        Y = as_target_matrix(y, Q.shape[0], dtype=FLOAT_DTYPES)
-        if Y.shape[1] != Q.shape[1]:
-            raise ValueError(
-                f"Y has {Y.shape[1]} features, but this ERAAdapter maps into {Q.shape[1]}."
-            )
-        return retrieval_score(Q, Y, k=10, metric="ndcg")
 
     # -- helpers -----------------------------------------------------------
     @property

@@ -1,15 +1,86 @@
-"""``transform``'s two routes: the fast blocked pass of a plain linear map, and the map as
-defined (hybrid blocks, the MLP branch), which also serves the rows the fast pass left out."""
+"""What a fitted adapter does with queries: ``transform`` (the fast blocked pass of a plain
+linear map, or the map as defined: hybrid blocks, the MLP branch, which also serves the
+rows the fast pass left out) and ``score``. Reads the fitted state; assigns none."""
 
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import TransformerMixin
 from sklearn.utils import assert_all_finite
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._transform.linear import map_rows
 from .._transform.mlp import numpy_residual
-from .._utils.validation import l2_normalize, warn_zero_rows
+from .._utils.validation import FLOAT_DTYPES, as_target_matrix, l2_normalize, warn_zero_rows
+from ..metrics import retrieval_score
 from .rows import normalize_blocks
+
+
+class MappingMixin(TransformerMixin):
+    """``transform`` and ``score`` of a fitted adapter (``coef_``, ``intercept_``,
+    ``module_params_`` and the row settings). A TransformerMixin itself, so that
+    ``set_output`` wraps this ``transform``."""
+
+    @property
+    def _n_features_out(self):
+        """Output width, for ``get_feature_names_out``."""
+        return self.coef_.shape[1]
+
+    def transform(self, X):
+        """Map query-encoder embeddings into the document space.
+
+        An all-zero query row maps to a zero row, with a warning (in hybrid
+        input, the other block still carries the query).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features_in_)
+
+        Returns
+        -------
+        X_doc : ndarray of shape (n_queries, n_doc_features)
+            Same float dtype as ``X`` (float32 stays float32); rows are unit
+            length when ``normalize_output=True``.
+        """
+        check_is_fitted(self, "coef_")
+        fitted = FittedMap(self.coef_, self.intercept_, self.module_params_, self.hybrid,
+                           self.normalize_input, self.normalize_output)
+        # The fast pass finds NaN/inf itself, which saves validate_data's pass over X.
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
+                          ensure_all_finite=fitted.exact_only)
+        return fitted.apply(X, type(self).__name__)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean nDCG@10 of each query's relevant documents among the targets.
+
+        Rows with identical ``X`` form one query whose relevant documents are
+        their ``Y`` rows; every query ranks the distinct rows of ``Y`` by
+        cosine similarity to its mapped embedding. Higher is better, so
+        ``GridSearchCV`` and ``cross_val_score`` need no custom scorer. For a
+        real document collection use
+        :func:`era_sklearn.metrics.make_retrieval_scorer`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, n_features_in_)
+        y : array-like of shape (n_pairs, n_doc_features)
+        sample_weight : ignored
+            Accepted for API compatibility.
+
+        Returns
+        -------
+        score : float
+        """
+        Q = self.transform(X)
+        Y = as_target_matrix(y, Q.shape[0], dtype=FLOAT_DTYPES)
+        if Y.shape[1] != Q.shape[1]:
+            raise ValueError(
+                f"Y has {Y.shape[1]} features, but this ERAAdapter maps into {Q.shape[1]}."
+            )
+        return retrieval_score(Q, Y, k=10, metric="ndcg")
+
+
+
 
 
 @dataclass(frozen=True)
