@@ -1,11 +1,8 @@
 """ERAAdapter: validation, orchestration and fitted state of the two-stage adapter.
 
-The solvers live in :mod:`era_sklearn.align` (stage 1) and
-:mod:`era_sklearn.adapt` (stage 2); each stage's work (building its problem,
-the hybrid layout, the stream, the transform) lives in the small modules of
-this subpackage, which return values. Only this module assigns fitted
-attributes.
-"""
+Each stage's work lives in this subpackage's small modules, which return values, and the
+solvers in :mod:`era_sklearn.align` / :mod:`era_sklearn.adapt`; only this module assigns
+fitted attributes."""
 
 from numbers import Real
 from typing import ClassVar
@@ -15,15 +12,13 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, _fit_co
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
-from .._stage1.dask import as_row_blocks
 from .._utils.optional import require_torch
 from .._utils.validation import FLOAT_DTYPES, as_target_matrix
 from ..adapt import ADAPT_SOLVERS
 from ..align import ALIGN_SOLVERS
 from . import stage1
-from .hybrid import check_layout
 from .mapping import MappingMixin
-from .params import SolverParamsMixin, resolve_adapt, resolve_align
+from .params import SolverParamsMixin, resolve_adapt
 from .stage2_problem import build_problem, stage1_blend, stage1_prior, warn_if_few_labels
 from .stream import AlignStream
 
@@ -45,20 +40,16 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
     Parameters
     ----------
     align : str, solver object, or fitted ERAAdapter, default="procrustes"
-        Stage 1. ``"procrustes"``, ``"lstsq"``, ``"torch"`` or a solver object
-        from :mod:`era_sklearn.align` (:class:`~era_sklearn.align.Procrustes`,
-        :class:`~era_sklearn.align.LeastSquares`,
-        :class:`~era_sklearn.align.TorchAlign`) carrying its own settings,
-        or any object with ``solve(problem)`` (see
-        :class:`~era_sklearn.align.AlignSolver`). A fitted ``ERAAdapter`` (or a :class:`sklearn.frozen.FrozenEstimator`
+        Stage 1: ``"procrustes"``, ``"lstsq"``, ``"torch"``, or a solver object
+        carrying its own settings (:mod:`era_sklearn.align`, or any object
+        with ``solve(problem)``: see :class:`~era_sklearn.align.AlignSolver`).
+        A fitted ``ERAAdapter`` (or a :class:`sklearn.frozen.FrozenEstimator`
         of one, which survives ``clone`` in ``GridSearchCV``) lends its
         stage-1 map instead: :meth:`fit` starts from it.
     adapt : str or solver object, default="softmax"
-        Stage 2. ``"softmax"``, ``"ridge"``, ``"contrastive"`` or a solver
-        object from :mod:`era_sklearn.adapt`
-        (:class:`~era_sklearn.adapt.Softmax`, :class:`~era_sklearn.adapt.Ridge`,
-        :class:`~era_sklearn.adapt.Contrastive`), or any object with
-        ``solve(problem)`` (see :class:`~era_sklearn.adapt.AdaptSolver`).
+        Stage 2: ``"softmax"``, ``"ridge"``, ``"contrastive"``, or a solver
+        object (:mod:`era_sklearn.adapt`, or any object with
+        ``solve(problem)``: see :class:`~era_sklearn.adapt.AdaptSolver`).
     hybrid : bool, default=False
         ``X`` carries both embeddings of each text: ``[query_encoder(t),
         document_encoder(t)]``; its last ``d_d`` columns are the document
@@ -182,9 +173,8 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
-    def _align_fingerprint(self):
-        return stage1.align_fingerprint(resolve_align(self.align), self.normalize_input,
-                                        self.hybrid)
+    def _align_fingerprint(self):  # of the current settings
+        return stage1.align_fingerprint(self.align, self.normalize_input, self.hybrid)
 
     # -- stage 1 -------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -209,13 +199,11 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         self : ERAAdapter
         """
         self._check_solver_settings()
-        solver = self._own_aligner("fit_align")
+        solver = stage1.own_aligner(self.align, "fit_align", _is_adapter(self.align))
         settings = {"hybrid": self.hybrid, "normalize": self.normalize_input,
                     "random_state": self.random_state, "verbose": self.verbose}
         if stage1.is_dask(X) or stage1.is_dask(y):
-            stage1.check_statistics_suffice(solver, "fit_align on dask arrays",
-                                            ": pass numpy arrays")
-            X, Y, w = as_row_blocks(X, y, sample_weight)
+            X, Y, w = stage1.dask_blocks(solver, X, y, sample_weight)
             # The in-memory checks on a stand-in with the real width and dtype.
             self._check_X(np.ones((2, X.shape[1]), dtype=X.dtype), reset=True, min_samples=2)
             problem, docs = stage1.dask_problem(solver, X, Y, w, **settings)
@@ -230,19 +218,16 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
     def partial_fit_align(self, X, y, sample_weight=None):
         """Stage 1 on one chunk at a time, for alignment sets past memory.
 
-        Accumulates the sufficient statistics (``X^T X``, ``X^T Y``, column
-        sums) and a reservoir sample of the document rows over every chunk
-        since the first call, and solves the map at the end of each chunk (one
-        small d x d solve), so ``coef_`` and ``transform`` are ready at once
-        and equal :meth:`fit_align` on the concatenated data (to float
-        tolerance), while memory stays O(d_q * (d_q + d_d)). For solvers that
-        work from the statistics alone (closed form, not ``requires_rows``).
-        The first chunk pins the stream's settings (``align`` with its
+        Accumulates the sufficient statistics and a sample of the document
+        rows over every chunk since the first call, and solves the map at the
+        end of each chunk (one d x d solve): ``coef_`` then equals
+        :meth:`fit_align` on the chunks so far (to float tolerance), in
+        O(d_q * (d_q + d_d)) memory. Not for solvers with ``requires_rows``.
+        The first chunk pins the stream's settings (``align`` and its
         parameters, ``normalize_input``, ``hybrid``, ``blend``): a later chunk
-        with one of them changed is a ValueError naming it. :meth:`fit_align`
-        discards what earlier chunks accumulated; an adapter aligned by
-        :meth:`fit_align` or read by :meth:`load` cannot be continued (its
-        statistics are not kept) and says so.
+        with one changed is a ValueError naming it. :meth:`fit_align` discards
+        the chunks; a map from :meth:`fit_align` or :meth:`load` has no
+        statistics to continue, and a chunk says so.
 
         Parameters
         ----------
@@ -256,18 +241,11 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         """
         self._validate_params()
         self._check_solver_settings()
-        solver = self._own_aligner("partial_fit_align")
+        solver = stage1.own_aligner(self.align, "partial_fit_align", _is_adapter(self.align))
         stream = self.__dict__.get("_align_stream")
         pinned = {"normalize_input": self.normalize_input, "hybrid": self.hybrid,
                   "blend": self.blend}
-        if stream is not None:
-            stream.check_settings(solver, **pinned)
-        elif getattr(self, "align_coef_", None) is not None:
-            raise ValueError(
-                "This adapter already has a stage-1 map from fit_align or load, whose "
-                "statistics are not kept: partial_fit_align cannot continue it. Stream into "
-                "a new ERAAdapter (or call fit_align on all the data)."
-            )
+        AlignStream.check_continues(stream, solver, getattr(self, "align_coef_", None), **pinned)
         X, Y = self._check_pairs(X, y, solver, reset=stream is None, min_samples=1)
         if stream is None:
             stream = AlignStream.start(solver, **pinned, d_d=Y.shape[1],
@@ -277,18 +255,6 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         self._set_align(W, b, docs, history, stream=stream)
         return self
 
-    def _own_aligner(self, method):
-        """The stage-1 solver, refusing what ``method`` cannot run."""
-        if _is_adapter(self.align):
-            raise ValueError(
-                f"align is a fitted ERAAdapter whose stage-1 map fit() reuses; {method} has "
-                "nothing to do. Set align to a solver (e.g. 'procrustes') to align here."
-            )
-        solver = resolve_align(self.align)
-        if method == "partial_fit_align":
-            stage1.check_statistics_suffice(solver, method)
-        return solver
-
     def _check_pairs(self, X, y, solver, *, reset, min_samples):
         finite = stage1.needs_finite_check(solver, self.hybrid)
         X = self._check_X(X, reset=reset, min_samples=min_samples, finite=finite)
@@ -296,17 +262,14 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
 
     def _set_align(self, W, b, docs, history, stream=None):
         """Store stage 1 and reset stage 2 to its prior; a stream's pinned settings label it."""
-        if stream is None:
-            self.__dict__.pop("_align_stream", None)
-        else:
+        self.__dict__.pop("_align_stream", None)
+        if stream is not None:
             self._align_stream = stream
         settings = stream or self  # both have blend and hybrid
-        W = np.asarray(W, dtype=self._dtype)
-        self.align_coef_ = W
+        self.align_coef_ = W = np.asarray(W, dtype=self._dtype)
         self.align_intercept_ = np.asarray(b, dtype=W.dtype)
         self.align_docs_ = None if docs is None else np.asarray(docs, dtype=W.dtype)
-        self.align_fingerprint_ = self._align_fingerprint() if stream is None else \
-            stream.fingerprint
+        self.align_fingerprint_ = stream.fingerprint if stream else self._align_fingerprint()
         self.align_history_ = history
         self.blend_ = stage1_blend(settings.blend, settings.hybrid)
         self.coef_ = stage1_prior(W, self.blend_, settings.hybrid)
@@ -353,55 +316,41 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         self._check_solver_settings()
         solver = resolve_adapt(self.adapt)
         stage1.require_torch_for(solver)
-        W_align, b_align, docs = self._stage1_for_fit()
-        X = self._check_X(X, reset=W_align is None, min_samples=2)
+        start = self._stage1_for_fit()  # (W, b, docs, fingerprint, history), Nones if none
+        X = self._check_X(X, reset=start[0] is None, min_samples=2)
         Y = as_target_matrix(y, X.shape[0], dtype=X.dtype)
-        if W_align is not None and Y.shape[1] != W_align.shape[1]:
-            raise ValueError(
-                f"Y has {Y.shape[1]} features, but the stage-1 map of this ERAAdapter outputs "
-                f"{W_align.shape[1]} (the document encoder's width)."
-            )
-        check_layout(X, Y, self.hybrid)
         problem = build_problem(
-            X, Y, sample_weight, groups, corpus, (W_align, b_align, docs), hybrid=self.hybrid,
-            blend=self.blend, normalize_input=self.normalize_input,
-            query_weighting=self.query_weighting, random_state=self.random_state,
-            verbose=self.verbose,
+            X, Y, sample_weight, groups, corpus, start[:3], hybrid=self.hybrid, blend=self.blend,
+            normalize_input=self.normalize_input, query_weighting=self.query_weighting,
+            random_state=self.random_state, verbose=self.verbose,
         )
-        if W_align is None:
+        if start[0] is None:
             warn_if_few_labels(problem.n_queries)
         result = solver.solve(problem)
-        if W_align is None:  # label-only: no stage 1 at all
-            self.align_coef_ = self.align_intercept_ = self.align_docs_ = None
-            self.align_fingerprint_ = self.align_history_ = None
-        elif _is_adapter(self.align):
-            self.align_coef_, self.align_intercept_, self.align_docs_ = W_align, b_align, docs
-            self.align_fingerprint_ = _unwrap(self.align).align_fingerprint_
-            self.align_history_ = None
+        (self.align_coef_, self.align_intercept_, self.align_docs_, self.align_fingerprint_,
+         self.align_history_) = start  # the stage-1 map stage 2 started from (or Nones)
         self.coef_ = np.asarray(result.coef, dtype=X.dtype)
         self.intercept_ = np.asarray(result.intercept, dtype=X.dtype)
-        self.module_params_ = result.module_params
+        self.module_params_, self.penalty_ = result.module_params, result.penalty
         self.blend_ = float(result.blend) if self.hybrid else None
-        self.penalty_ = result.penalty
-        self.cv_results_ = result.cv_results
-        self.history_ = result.history
+        self.cv_results_, self.history_ = result.cv_results, result.history
         self.heldout_ndcg_ = result.heldout
         return self
 
     def _stage1_for_fit(self):
-        """(W_align, b_align, align_docs) to start stage 2 from, or Nones (label-only)."""
+        """The stage-1 state to start stage 2 from: own, lent by ``align``, or Nones."""
         if _is_adapter(self.align):
             source = _unwrap(self.align)
-            stage1_map = stage1.borrowed_stage1(source, hybrid=self.hybrid,
-                                                normalize_input=self.normalize_input)
             self.n_features_in_ = source.n_features_in_
             if hasattr(source, "feature_names_in_"):
                 self.feature_names_in_ = source.feature_names_in_
-            return stage1_map
+            return stage1.lent_stage1(source, hybrid=self.hybrid,
+                                      normalize_input=self.normalize_input)
         if getattr(self, "align_coef_", None) is None:
-            return None, None, None
+            return None, None, None, None, None
         stage1.check_fingerprint(self.align_fingerprint_, self._align_fingerprint())
-        return self.align_coef_, self.align_intercept_, self.align_docs_
+        return (self.align_coef_, self.align_intercept_, self.align_docs_,
+                self.align_fingerprint_, self.align_history_)
 
     # -- helpers -----------------------------------------------------------
     @property

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 
-from .._stage1.dask import dask_pair_statistics
+from .._stage1.dask import as_row_blocks, dask_pair_statistics
 from .._stage1.problem import AlignProblem
 from .._stage1.reservoir import Reservoir
 from .._stage1.statistics import PairStatistics
 from .._utils.optional import require_torch
 from .hybrid import check_layout, check_tail_is_y, check_tail_is_y_dask, query_block
+from .params import resolve_align
 from .rows import alignment_weights, nonzero_rows, normalize_rows, warn_dropped
 
 #: Document-side alignment rows kept (``align_docs_``) as the candidate
@@ -34,6 +35,25 @@ def require_torch_for(solver):
         require_torch(f"The {type(solver).__name__} solver")
 
 
+def own_aligner(align, method, lent):
+    """The stage-1 solver of ``align=``, refusing what ``method`` cannot run with it."""
+    if lent:
+        raise ValueError(
+            f"align is a fitted ERAAdapter whose stage-1 map fit() reuses; {method} has "
+            "nothing to do. Set align to a solver (e.g. 'procrustes') to align here."
+        )
+    solver = resolve_align(align)
+    if method == "partial_fit_align":
+        check_statistics_suffice(solver, method)
+    return solver
+
+
+def dask_blocks(solver, X, y, sample_weight):
+    """Dask pairs as row blocks, for a solver that works from the statistics alone."""
+    check_statistics_suffice(solver, "fit_align on dask arrays", ": pass numpy arrays")
+    return as_row_blocks(X, y, sample_weight)
+
+
 def check_statistics_suffice(solver, method, hint=""):
     """``method`` sees the data only as statistics: refuse a solver that needs the rows."""
     if requires_rows(solver):
@@ -50,10 +70,10 @@ def solver_settings(solver):
     return json.dumps(_settings(solver), sort_keys=True, default=str)
 
 
-def align_fingerprint(solver, normalize_input, hybrid):
-    """What produced a stage-1 map: the solver, its settings and the input layout."""
+def align_fingerprint(align, normalize_input, hybrid):
+    """What produced a stage-1 map: the solver of ``align=``, its settings, the input layout."""
     return json.dumps(
-        {**_settings(solver), "normalize_input": normalize_input, "hybrid": hybrid},
+        {**_settings(resolve_align(align)), "normalize_input": normalize_input, "hybrid": hybrid},
         sort_keys=True, default=str,
     )
 
@@ -148,8 +168,9 @@ def solve(solver, problem, dtype):
     return W, b, result.history
 
 
-def borrowed_stage1(source, *, hybrid, normalize_input):
-    """The stage-1 map ``(W, b, docs)`` of the fitted adapter ``source`` given as ``align``."""
+def lent_stage1(source, *, hybrid, normalize_input):
+    """The stage-1 state ``(W, b, docs, fingerprint, history)`` of the fitted adapter
+    ``source`` given as ``align``."""
     if getattr(source, "align_coef_", None) is None:
         raise ValueError(
             "align is an ERAAdapter without a stage-1 map: call its fit_align first. "
@@ -162,7 +183,8 @@ def borrowed_stage1(source, *, hybrid, normalize_input):
                 f"align is an ERAAdapter with {name}={getattr(source, name)!r}, but this "
                 f"adapter has {name}={value!r}: their inputs differ."
             )
-    return source.align_coef_, source.align_intercept_, source.align_docs_
+    return (source.align_coef_, source.align_intercept_, source.align_docs_,
+            source.align_fingerprint_, None)
 
 
 def check_fingerprint(fitted, current):

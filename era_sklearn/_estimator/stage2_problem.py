@@ -9,6 +9,7 @@ from .._stage2.corpus import corpus_matrix, match_targets
 from .._stage2.problem import Stage2Problem, blended_prior, prior_bases
 from .._stage2.queries import query_ids, row_weights, unique_rows
 from .._utils.validation import check_sample_weight_and_groups, check_squares_representable
+from .hybrid import check_layout
 from .rows import nonzero_rows, normalize_blocks, normalize_rows, warn_dropped
 
 #: Blend weight of the query-encoder part used by ``hybrid=True`` when no
@@ -56,6 +57,12 @@ def build_problem(X, Y, sample_weight, groups, corpus, stage1, *, hybrid, blend,
                   normalize_input, query_weighting, random_state, verbose):
     """The ``Stage2Problem`` of validated X, Y; ``stage1`` is ``(W, b, docs)`` or Nones."""
     W_align, b_align, docs = stage1
+    if W_align is not None and Y.shape[1] != W_align.shape[1]:
+        raise ValueError(
+            f"Y has {Y.shape[1]} features, but the stage-1 map of this ERAAdapter outputs "
+            f"{W_align.shape[1]} (the document encoder's width)."
+        )
+    check_layout(X, Y, hybrid)
     sample_weight, groups = check_sample_weight_and_groups(sample_weight, groups, len(X),
                                                            X.dtype)
     keep = nonzero_rows(X, Y)

@@ -41,6 +41,19 @@ class AlignStream:
         return cls(clone(solver, safe=False), normalize_input, hybrid, blend, d_d,
                    new_reservoir(normalize_input, random_state))
 
+    @staticmethod
+    def check_continues(stream, solver, align_coef, **settings):
+        """A chunk continues ``stream`` with its settings, or starts one on an unaligned
+        adapter: a map from fit_align or load has no statistics to add to."""
+        if stream is not None:
+            stream.check_settings(solver, **settings)
+        elif align_coef is not None:
+            raise ValueError(
+                "This adapter already has a stage-1 map from fit_align or load, whose "
+                "statistics are not kept: partial_fit_align cannot continue it. Stream into "
+                "a new ERAAdapter (or call fit_align on all the data)."
+            )
+
     @property
     def fingerprint(self):
         return align_fingerprint(self.solver, self.normalize_input, self.hybrid)
