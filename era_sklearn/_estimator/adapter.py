@@ -341,11 +341,11 @@ class ERAAdapter(SolverParamsMixin, MappingMixin, ClassNamePrefixFeaturesOutMixi
         """The stage-1 state to start stage 2 from: own, lent by ``align``, or Nones."""
         if _is_adapter(self.align):
             source = _unwrap(self.align)
+            lent = stage1.lent_stage1(source, hybrid=self.hybrid, normalize_input=self.normalize_input)
             self.n_features_in_ = source.n_features_in_
             if hasattr(source, "feature_names_in_"):
                 self.feature_names_in_ = source.feature_names_in_
-            return stage1.lent_stage1(source, hybrid=self.hybrid,
-                                      normalize_input=self.normalize_input)
+            return lent
         if getattr(self, "align_coef_", None) is None:
             return None, None, None, None, None
         stage1.check_fingerprint(self.align_fingerprint_, self._align_fingerprint())
