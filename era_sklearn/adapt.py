@@ -19,12 +19,11 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 
 from ._stage1.closed_form import ridge
 from ._stage2.heldout import relative_alpha_grid, select_ridge
-from ._stage2.problem import AdaptResult, Stage2Problem
+from ._stage2.problem import AdaptResult, AdaptSolver, Stage2Problem
 from ._stage2.queries import QueryPairs
 from ._utils.optional import require_torch
 
@@ -86,46 +85,6 @@ def _renamed_settings(solver, *, warn):
 def _short_repr(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class AdaptSolver(BaseEstimator):
-    """Base class of stage-2 solvers: the protocol ``ERAAdapter(adapt=...)`` calls.
-
-    A solver is a parameter object (``__init__`` stores its settings, so
-    ``GridSearchCV`` reaches them as ``adapt__<name>``) with one method,
-    ``solve(problem)``: it takes a :class:`Stage2Problem` (the labelled rows,
-    normalised, their candidate documents and the stage-1 prior) and returns
-    an :class:`AdaptResult`. Any object with a ``solve`` method is accepted.
-
-    Attributes
-    ----------
-    needs_torch : bool, default=False
-        The solver needs the torch extra: ``fit`` checks before any work.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from era_sklearn import ERAAdapter
-    >>> from era_sklearn.adapt import AdaptResult, AdaptSolver
-    >>> class KeepPrior(AdaptSolver):
-    ...     def solve(self, problem):
-    ...         blend = problem.blends[problem.default_blend_index]
-    ...         return AdaptResult(coef=problem.prior(blend), intercept=problem.intercept,
-    ...                            blend=blend)
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(100, 6))
-    >>> a = ERAAdapter(adapt=KeepPrior()).fit_align(X, X[:, :3]).fit(X[:20], X[:20, :3])
-    >>> bool(np.allclose(a.coef_, a.align_coef_))
-    True
-    """
-
-    needs_torch = False
-    #: No constraints of its own: a subclass lists its parameters' (unlisted ones are not checked).
-    _parameter_constraints: ClassVar[dict] = {}
-
-    def solve(self, problem):
-        """Return the :class:`AdaptResult` of ``problem`` (a :class:`Stage2Problem`)."""
-        raise NotImplementedError(f"{type(self).__name__} must define solve(problem).")
 
 
 class Ridge(AdaptSolver):

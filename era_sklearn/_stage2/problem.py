@@ -1,15 +1,18 @@
-"""What a stage-2 solver receives and returns.
+"""What a stage-2 solver receives and returns, and the protocol it follows.
 
 ``ERAAdapter.fit`` validates and normalises the labelled pairs once, finds
 each target among the candidate documents, builds the stage-1 prior, and
 hands this :class:`Stage2Problem` to the solver in ``adapt=``. A solver
 returns an :class:`AdaptResult`; the estimator alone turns it into fitted
-attributes.
+attributes. :class:`AdaptSolver` is the documented base of such solvers
+(public as ``era_sklearn.adapt.AdaptSolver``).
 """
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 
 @dataclass
@@ -159,3 +162,43 @@ class AdaptResult:
     history: dict | None = None
     cv_results: dict | None = field(default=None)
     heldout: dict | None = None  # held-out estimates the choice rests on (heldout_ndcg_)
+
+
+class AdaptSolver(BaseEstimator):
+    """Base class of stage-2 solvers: the protocol ``ERAAdapter(adapt=...)`` calls.
+
+    A solver is a parameter object (``__init__`` stores its settings, so
+    ``GridSearchCV`` reaches them as ``adapt__<name>``) with one method,
+    ``solve(problem)``: it takes a :class:`Stage2Problem` (the labelled rows,
+    normalised, their candidate documents and the stage-1 prior) and returns
+    an :class:`AdaptResult`. Any object with a ``solve`` method is accepted.
+
+    Attributes
+    ----------
+    needs_torch : bool, default=False
+        The solver needs the torch extra: ``fit`` checks before any work.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.adapt import AdaptResult, AdaptSolver
+    >>> class KeepPrior(AdaptSolver):
+    ...     def solve(self, problem):
+    ...         blend = problem.blends[problem.default_blend_index]
+    ...         return AdaptResult(coef=problem.prior(blend), intercept=problem.intercept,
+    ...                            blend=blend)
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 6))
+    >>> a = ERAAdapter(adapt=KeepPrior()).fit_align(X, X[:, :3]).fit(X[:20], X[:20, :3])
+    >>> bool(np.allclose(a.coef_, a.align_coef_))
+    True
+    """
+
+    needs_torch = False
+    #: No constraints of its own: a subclass lists its parameters' (unlisted ones are not checked).
+    _parameter_constraints: ClassVar[dict] = {}
+
+    def solve(self, problem):
+        """Return the :class:`AdaptResult` of ``problem`` (a :class:`Stage2Problem`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define solve(problem).")
