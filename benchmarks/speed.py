@@ -57,7 +57,7 @@ from era_sklearn import ERAAdapter
 from era_sklearn._stage1.closed_form import procrustes, ridge
 from era_sklearn._stage1.reservoir import CAPACITY, Reservoir
 from era_sklearn._stage1.statistics import PairStatistics, working_bytes
-from era_sklearn.align import LeastSquares, Procrustes
+from era_sklearn.align import AlignProblem, LeastSquares, Procrustes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 D_Q, D_D = 768, 384
@@ -126,9 +126,9 @@ def contenders(X, Y, *, parts=False):
             # The solve as fit_align runs it (BLAS on one thread), and the same
             # LAPACK calls on every BLAS thread: on a busy machine the latter
             # can take seconds on a 768 x 384 problem.
-            "part_solve_lstsq": lambda: LeastSquares(alpha=ALPHA).solve_statistics(
-                stats["lstsq"]),
-            "part_solve_procrustes": lambda: Procrustes().solve_statistics(stats["procrustes"]),
+            "part_solve_lstsq": lambda: LeastSquares(alpha=ALPHA).solve(
+                AlignProblem(stats["lstsq"])),
+            "part_solve_procrustes": lambda: Procrustes().solve(AlignProblem(stats["procrustes"])),
             "part_solve_lstsq_all_threads": lambda: ridge(stats["lstsq"], ALPHA),
             "part_solve_procrustes_all_threads": lambda: procrustes(stats["procrustes"]),
             "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),

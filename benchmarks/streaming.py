@@ -65,7 +65,7 @@ class Stream:
         self.est.partial_fit_align(X, Y)
 
     def coef(self):
-        return self.est.align_coef_  # the map is solved here, once
+        return self.est.align_coef_  # solved at the end of each chunk: a read costs nothing
 
 
 def run_stream(align, n_rows):
@@ -76,7 +76,7 @@ def run_stream(align, n_rows):
         stream.partial_fit_align(X, Y)
         fit_s += time.perf_counter() - start
     start = time.perf_counter()
-    stream.coef()  # the map is solved once, at the end: time that too
+    stream.coef()  # kept in the timing, as before: a read, now free
     fit_s += time.perf_counter() - start
     return {"fit_s": fit_s, "peak_rss_gb": _peak_rss_gb()}
 

@@ -1,9 +1,9 @@
 """Stage-2 solvers: how ``ERAAdapter.fit`` refines the map from labelled pairs.
 
 Each solver is a small parameter object holding only its own settings,
-reachable as ``adapt__<name>`` by ``GridSearchCV``. ``solve(problem)`` takes
-a :class:`~era_sklearn._stage2.problem.Stage2Problem` and returns an
-:class:`~era_sklearn._stage2.problem.AdaptResult`; the estimator assigns the fitted
+reachable as ``adapt__<name>`` by ``GridSearchCV``. Every solver follows one
+protocol, :class:`AdaptSolver`: ``solve(problem)`` takes a :class:`Stage2Problem`
+and returns an :class:`AdaptResult`; the estimator assigns the fitted
 attributes.
 
 - :class:`Softmax` (the default): full-batch listwise softmax over candidate
@@ -19,16 +19,15 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 
 from ._stage1.closed_form import ridge
 from ._stage2.heldout import relative_alpha_grid, select_ridge
-from ._stage2.problem import AdaptResult
+from ._stage2.problem import AdaptResult, AdaptSolver, Stage2Problem
 from ._stage2.queries import QueryPairs
 from ._utils.optional import require_torch
 
-__all__ = ["Contrastive", "Ridge", "Softmax"]
+__all__ = ["AdaptResult", "AdaptSolver", "Contrastive", "Ridge", "Softmax", "Stage2Problem"]
 
 #: Fewest distinct labelled queries for held-out selection.
 MIN_QUERIES_FOR_SELECTION = 4
@@ -88,7 +87,7 @@ def _short_repr(value, limit=60):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class Ridge(BaseEstimator):
+class Ridge(AdaptSolver):
     """Closed-form stage 2: ``argmin ||X W - Y||^2 + alpha ||W - W_prior||^2``.
 
     Squared error in document space does not rank; its strength is therefore
@@ -185,7 +184,7 @@ class Ridge(BaseEstimator):
         return alphas + [np.inf] if has_prior and np.inf not in alphas else alphas
 
 
-class Contrastive(BaseEstimator):
+class Contrastive(AdaptSolver):
     """ERA's stage 2 in torch: InfoNCE over positives and mined hard negatives.
 
     Starts from the stage-1 prior (the paper's warm start), which also mines
@@ -375,7 +374,7 @@ def _available_negatives(problem, n_negatives):
     return max(available, 0)
 
 
-class Softmax(BaseEstimator):
+class Softmax(AdaptSolver):
     """Stage 2 that ranks: full-batch listwise softmax toward the stage-1 map.
 
     Minimises, over the linear map ``W``,

@@ -13,9 +13,12 @@ attributes.
   trained with a cosine (or MSE / smooth-L1) loss. Needs the torch extra:
   ``pip install "era-sklearn[torch]"``.
 
-The closed-form solvers only read sufficient statistics
-(``X^T X``, ``X^T Y``, column sums), so they stream through
-``partial_fit_align`` and Dask.
+Every solver follows one protocol, :class:`AlignSolver`: ``solve(problem)``
+takes an :class:`AlignProblem` (the pair statistics, and the rows when the
+solver sets ``requires_rows``) and returns an :class:`AlignResult`. The
+closed-form solvers only read sufficient statistics (``X^T X``, ``X^T Y``,
+column sums), so they stream through ``partial_fit_align`` and Dask; a user's
+own solver that does the same works there too.
 """
 
 from numbers import Integral, Real
@@ -26,20 +29,66 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._stage1.closed_form import procrustes, ridge
+from ._stage1.problem import AlignProblem, AlignResult
 from ._utils.blas import single_threaded_blas
 from ._utils.optional import require_torch
 
-__all__ = ["LeastSquares", "Procrustes", "TorchAlign"]
+__all__ = ["AlignProblem", "AlignResult", "AlignSolver", "LeastSquares", "Procrustes",
+           "TorchAlign"]
 
 
-class _ClosedFormAlign(BaseEstimator):
+class AlignSolver(BaseEstimator):
+    """Base class of stage-1 solvers: the protocol ``ERAAdapter(align=...)`` calls.
+
+    A solver is a parameter object (``__init__`` stores its settings, so
+    ``clone`` and ``GridSearchCV``'s ``align__<name>`` reach them) with one
+    method, ``solve(problem)``, which takes an :class:`AlignProblem` and
+    returns an :class:`AlignResult`. The estimator reads two class attributes
+    to build the problem. Any object with a ``solve`` method is accepted;
+    one without these attributes gets the defaults below.
+
+    Attributes
+    ----------
+    requires_rows : bool, default=False
+        The solver needs the rows ``problem.X``, ``problem.Y`` and not only
+        ``problem.stats``. Such a solver cannot run on ``partial_fit_align``
+        or Dask arrays (the estimator says so).
+    requires_gram : bool, default=True
+        The solver reads ``problem.stats.xtx`` (``X^T X``); False halves the
+        statistics pass (then ``xtx`` is None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from era_sklearn import ERAAdapter
+    >>> from era_sklearn.align import AlignResult, AlignSolver
+    >>> class PlainLeastSquares(AlignSolver):
+    ...     def solve(self, problem):
+    ...         s = problem.stats
+    ...         W = np.linalg.lstsq(s.xtx, s.xty, rcond=None)[0]
+    ...         return AlignResult(coef=W, intercept=np.zeros(W.shape[1]))
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 6))
+    >>> ERAAdapter(align=PlainLeastSquares()).fit_align(X, X[:, :3]).align_coef_.shape
+    (6, 3)
+    """
+
+    requires_rows = False
+    requires_gram = True
+    #: No constraints of its own: a subclass lists its parameters' (unlisted ones are not checked).
+    _parameter_constraints: ClassVar[dict] = {}
+
+    def solve(self, problem):
+        """Return the :class:`AlignResult` of ``problem`` (an :class:`AlignProblem`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define solve(problem).")
+
+
+class _ClosedFormAlign(AlignSolver):
     """Shared solve of the closed-form solvers: optional centring, then a map."""
 
-    #: Reads statistics only: works with partial_fit_align and Dask.
-    streams = True
-
-    def solve_statistics(self, stats):
-        """``(W, b)``, float64, from :class:`~era_sklearn._stage1.statistics.PairStatistics`."""
+    def solve(self, problem):
+        """The map from ``problem.stats`` alone, in float64."""
+        stats = problem.stats
         centred = stats.centered() if self.center else stats
         # A d x d LAPACK problem (the SVD of a 768 x 384 X^T Y) is too small to
         # share: on the busy 2-core machine, two OpenBLAS threads took 1.2-3.7 s
@@ -47,7 +96,7 @@ class _ClosedFormAlign(BaseEstimator):
         with single_threaded_blas():
             W = self._map(centred)
         b = stats.y_mean - stats.x_mean @ W if self.center else np.zeros(W.shape[1])
-        return W, b
+        return AlignResult(coef=W, intercept=b)
 
 
 class Procrustes(_ClosedFormAlign):
@@ -86,7 +135,7 @@ class Procrustes(_ClosedFormAlign):
         self.scale = scale
 
     @property
-    def needs_gram(self):
+    def requires_gram(self):
         # The scale's denominator ||X W||^2 needs X^T X unless W is square.
         return bool(self.scale)
 
@@ -120,8 +169,6 @@ class LeastSquares(_ClosedFormAlign):
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "center": ["boolean"],
     }
-    needs_gram = True
-
     def __init__(self, alpha=0.1, center=False):
         self.alpha = alpha
         self.center = center
@@ -130,7 +177,7 @@ class LeastSquares(_ClosedFormAlign):
         return ridge(stats, self.alpha)
 
 
-class TorchAlign(BaseEstimator):
+class TorchAlign(AlignSolver):
     """ERA's stage 1: a torch linear layer with bias trained on paired embeddings.
 
     Needs torch: ``pip install "era-sklearn[torch]"`` (without it, fitting
@@ -178,8 +225,8 @@ class TorchAlign(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "device": [str],
     }
-    streams = False
-    needs_gram = False
+    requires_rows = True  # trains on the rows: not with partial_fit_align nor Dask
+    requires_gram = False
     #: Only with the extra: pip install "era-sklearn[torch]".
     needs_torch = True
 
@@ -194,15 +241,17 @@ class TorchAlign(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.device = device
 
-    def solve(self, X, Y, stats, *, random_state, verbose=0):
-        """``(W, b, history)`` trained on normalised rows ``X``, ``Y``."""
+    def solve(self, problem):
+        """Train on the normalised rows ``problem.X``, ``problem.Y``, from Procrustes."""
         require_torch("The TorchAlign solver")
-        from ._torch.fit import train_align_torch
+        from ._torch.fit import train_align_torch  # torch is optional: imported only here
 
-        W0, b0 = Procrustes().solve_statistics(stats)
-        return train_align_torch(
-            X, Y, W0=W0, b0=b0, random_state=random_state, verbose=verbose, **self.get_params()
+        start = Procrustes().solve(problem)
+        W, b, history = train_align_torch(
+            problem.X, problem.Y, W0=start.coef, b0=start.intercept,
+            random_state=problem.random_state, verbose=problem.verbose, **self.get_params(),
         )
+        return AlignResult(coef=W, intercept=b, history=history)
 
 
 #: The short names ``ERAAdapter(align=...)`` accepts.

@@ -16,7 +16,7 @@ import pytest
 matplotlib.use("Agg")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["quickstart.md", "user_guide.md", "persistence.md", "../README.md"]
+PAGES = ["quickstart.md", "user_guide.md", "persistence.md", "api.md", "../README.md"]
 #: First line of a block that needs ``pip install "era-sklearn[torch]"`` (shown to readers too).
 NEEDS_TORCH = '# needs torch: pip install "era-sklearn[torch]"'
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)

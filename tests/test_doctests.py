@@ -13,6 +13,9 @@ import era_sklearn
 #: Modules behind ``era_sklearn.__all__``.
 MODULES = [
     "era_sklearn._estimator.adapter",
+    "era_sklearn._estimator.params",
+    "era_sklearn._stage1.problem",
+    "era_sklearn._stage2.problem",
     "era_sklearn._index.hnsw",
     "era_sklearn._index.search",
     "era_sklearn.metrics",

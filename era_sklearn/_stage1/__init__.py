@@ -1,3 +1,4 @@
-"""Stage 1, alignment (layer 2): pair statistics, closed-form maps, the document reservoir,
-the Dask pass. Imports only era_sklearn._utils.
+"""Stage 1, alignment (layer 2): pair statistics, the align problem and result that every
+stage-1 solver takes and returns, closed-form maps, the document reservoir, the Dask pass.
+Imports only era_sklearn._utils.
 """
