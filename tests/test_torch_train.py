@@ -19,7 +19,7 @@ from era_sklearn._torch.models import (
     module_to_numpy,
     numpy_forward,
 )
-from era_sklearn._torch.negatives import match_rows, mine_hard_negatives, sample_random_negatives
+from era_sklearn._torch.negatives import mine_hard_negatives, sample_random_negatives
 from era_sklearn._torch.train import (
     TrainingHistory,
     load_era_checkpoint,
@@ -114,12 +114,6 @@ def test_build_module_rejects_bad_input():
 
 
 # ---------------------------------------------------------------- negatives
-
-
-def test_match_rows_finds_the_rows(task):
-    perm = np.random.default_rng(0).permutation(len(task["corpus"]))[:40]
-    np.testing.assert_array_equal(match_rows(3 * task["corpus"][perm], task["corpus"],
-                                             chunk_size=7), perm)
 
 
 def test_mining_excludes_positives_and_near_positives(task):
