@@ -18,8 +18,9 @@ Public names:
 from . import adapt, align, datasets, encoders, metrics
 from ._estimator.adapter import ERAAdapter
 from ._estimator.presets import paper_recipe
+from ._index.exact import ExactIndex
 from ._index.hnsw import HNSWIndex
-from ._index.search import AdaptedSearch, ExactIndex, search
+from ._index.search import AdaptedSearch, search
 from ._io.legacy import convert_legacy_adapter
 from ._stage2.corpus import Corpus
 

@@ -14,6 +14,7 @@ import era_sklearn
 MODULES = [
     "era_sklearn._estimator.adapter",
     "era_sklearn._index.hnsw",
+    "era_sklearn._index.exact",
     "era_sklearn._index.search",
     "era_sklearn.metrics",
     "era_sklearn.datasets",
