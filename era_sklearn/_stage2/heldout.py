@@ -12,8 +12,8 @@ when there is a prior, which is what keeps stage 2 from undoing stage 1.
 import numpy as np
 from scipy import sparse
 
+from .._metrics.dense import ranking_metric
 from .._stage1.closed_form import ShiftedGram
-from ..metrics import ndcg_at_k
 
 #: Default relative grid: alpha = factor * (mean eigenvalue of X^T X).
 RELATIVE_ALPHAS = np.logspace(-2.5, 2.5, 11)
@@ -35,8 +35,8 @@ def query_folds(qids, n_splits, random_state):
 class HeldOutQueries:
     """The queries of one fold and their relevant candidates (graded).
 
-    nDCG@10 comes from :func:`era_sklearn.metrics.ndcg_at_k`, the package's
-    one implementation of the metric.
+    nDCG@10 comes from :func:`era_sklearn._metrics.dense.ranking_metric`, the
+    package's one implementation of the metric (``metrics.ndcg_at_k`` calls it too).
     """
 
     K = 10
@@ -56,7 +56,7 @@ class HeldOutQueries:
 
     def ndcg(self, S):
         """Per-query nDCG@10 of scores ``S`` (n_queries, n_candidates)."""
-        return ndcg_at_k(S, self.rel, k=self.K, average=False)
+        return ranking_metric("ndcg", S, self.rel, self.K, average=False)
 
 
 def _max_duplicates(coo):

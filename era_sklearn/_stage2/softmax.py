@@ -58,9 +58,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, sparse
 
+from .._metrics.dense import check_k, ranking_metric
 from .._utils.blas import blas_controller
 from .._utils.validation import row_norms
-from ..metrics import ndcg_at_k
 from .heldout import HeldOutQueries, _max_duplicates
 
 #: Default temperature of the softmax over cosine scores.
@@ -218,7 +218,7 @@ class SoftmaxProblem:
 
     def ndcg(self, W, k=10, *, average=True):
         """nDCG@k of the queries ranking the candidates by cosine under ``W``."""
-        return ndcg_at_k(self.mapped(W) @ self.C.T, self.rel, k=k, average=average)
+        return ranking_metric("ndcg", self.mapped(W) @ self.C.T, self.rel, check_k(k), average)
 
 
 def _unit_rows(A):

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import normalize
 
-from ..metrics import ndcg_at_k
+from .._metrics.dense import check_k, ranking_metric
 from .models import build_module, module_to_numpy, numpy_forward, random_linear
 from .negatives import mine_hard_negatives, sample_random_negatives
 from .recipe import PAPER_ADAPT, PAPER_ALIGN  # re-exported: the parity benchmark reads them here
@@ -182,14 +182,14 @@ def _ndcg_loss(X, qids, corpus, anchors, valid_query_rows, device, k=10):
     def loss(module):
         with torch.no_grad():
             scores = (module(Qt) @ Ct.T).cpu().numpy()
-        return 1.0 - ndcg_at_k(scores, rel, k)
+        return 1.0 - ranking_metric("ndcg", scores, rel, check_k(k), True)
 
     return loss
 
 
 def _ndcg(params, X, rel, corpus):
     """nDCG@10 of ``numpy_forward(params, X)`` (one row per query) over the corpus."""
-    return ndcg_at_k(numpy_forward(params, X) @ normalize(corpus).T, rel, 10)
+    return ranking_metric("ndcg", numpy_forward(params, X) @ normalize(corpus).T, rel, 10, True)
 
 
 def _check_adapt_inputs(X, Y, qids, corpus, anchors):
