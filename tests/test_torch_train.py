@@ -222,9 +222,9 @@ def test_contrastive_learns_planted_map(task):
 
 def test_validation_split_is_by_group(task):
     # Rows of one group share X; a per-row split would leak them into validation.
-    from era_sklearn._torch.train import _group_split
+    from era_sklearn._stage2.heldout import group_split
 
-    train, valid = _group_split(task["groups"], 0.25, np.random.default_rng(0))
+    train, valid = group_split(task["groups"], 0.25, np.random.default_rng(0))
     assert not set(task["groups"][train]) & set(task["groups"][valid])
     assert len(train) + len(valid) == len(task["groups"])
 

@@ -59,9 +59,11 @@ import numpy as np
 from scipy import optimize, sparse
 
 from .._metrics.dense import check_k, ranking_metric
+from .._stage1.closed_form import ridge
+from .._stage1.statistics import PairStatistics
 from .._utils.blas import blas_controller
 from .._utils.validation import row_norms
-from .heldout import HeldOutQueries, _max_duplicates
+from .heldout import HeldOutQueries, _max_duplicates, relative_alpha_grid
 
 #: Default temperature of the softmax over cosine scores.
 TEMPERATURE = 0.05
@@ -607,10 +609,6 @@ def label_only_prior(problem, alpha=1.0):
     ``alpha * mean eigenvalue of X^T X`` as its ridge; the softmax fit starts
     from it and its penalty pulls toward it.
     """
-    from .._stage1.closed_form import ridge
-    from .._stage1.statistics import PairStatistics
-    from .heldout import relative_alpha_grid
-
     stats = PairStatistics.from_arrays(problem.X.astype(np.float64),
                                        problem.target_mean.astype(np.float64), problem.weight)
     return ridge(stats, relative_alpha_grid(stats, [alpha])[0])

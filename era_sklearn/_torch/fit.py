@@ -15,14 +15,13 @@ import torch
 from sklearn.preprocessing import normalize
 
 from .._metrics.dense import check_k, ranking_metric
+from .._stage2.heldout import group_split, n_held_out
 from .models import build_module, module_to_numpy, numpy_forward, random_linear
 from .negatives import mine_hard_negatives, sample_random_negatives
 from .recipe import PAPER_ADAPT, PAPER_ALIGN  # re-exported: the parity benchmark reads them here
 from .train import (
     _check_xy,
-    _group_split,
     _seeds,
-    n_held_out,
     resolve_device,
     train_alignment,
     train_contrastive,
@@ -130,7 +129,7 @@ def select_rows(qids, validation_fraction, positives, rng):
         All rows of the validation queries (for scoring them against all
         their relevant documents).
     """
-    train_rows, valid_query_rows = _group_split(qids, validation_fraction, rng)
+    train_rows, valid_query_rows = group_split(qids, validation_fraction, rng)
     if positives == "one":
         return (_one_row_per_group(train_rows, qids, rng),
                 _one_row_per_group(valid_query_rows, qids, rng), valid_query_rows)
