@@ -24,7 +24,6 @@ Conventions shared by the dense ranking metrics:
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
 from ._metrics import rank_kernels as kernels
@@ -38,6 +37,7 @@ from ._metrics.dense import (
 )
 from ._metrics.ranked_results import ranked_gains
 from ._stage2.corpus import match_targets
+from ._utils.validation import l2_normalize
 
 __all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "ranking_score", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
@@ -362,6 +362,11 @@ def _check_embeddings(Q, Y, corpus):
     return Q, Y, corpus
 
 
+def _unit(A):
+    # Retrieval ranks by cosine; an all-zero embedding stays zero and scores 0.
+    return l2_normalize(A, zero_rows="ignore")
+
+
 def _first_rows(labels, n_labels):
     """Index of the first row carrying each label 0..n_labels-1."""
     first = np.full(n_labels, labels.shape[0], dtype=np.intp)
@@ -423,15 +428,15 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     n_queries = query_of_row.max() + 1
     if corpus is None:
         candidates, doc_of_row = np.unique(Y, axis=0, return_inverse=True)
-        candidates, doc_of_row = normalize(candidates), doc_of_row.ravel()
+        candidates, doc_of_row = _unit(candidates), doc_of_row.ravel()
     else:
-        candidates = normalize(corpus)
+        candidates = _unit(corpus)
         doc_of_row = match_targets(Y, corpus)
     relevance = sp.csr_matrix(
         (np.ones(Q.shape[0]), (query_of_row, doc_of_row)), shape=(n_queries, len(candidates))
     )
     relevance.data[:] = 1.0  # binary: a document paired twice with a query counts once
-    queries = normalize(Q[_first_rows(query_of_row, n_queries)])
+    queries = _unit(Q[_first_rows(query_of_row, n_queries)])
     values = np.empty(n_queries)
     for rows in row_slices(n_queries, len(candidates)):
         values[rows] = kernels.metric_block(

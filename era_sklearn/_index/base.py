@@ -14,11 +14,11 @@ from typing import ClassVar
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.preprocessing import normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from era_sklearn._index.hnsw_format import MAX_NORM
+from .._utils.validation import l2_normalize
+from .hnsw_format import MAX_NORM
 
 _SPACES = ("cosine", "ip", "l2")
 
@@ -275,13 +275,12 @@ class _BaseIndex(BaseEstimator):
 def _unit_rows(X, name, stacklevel):
     """Rows scaled to unit L2 norm (zero rows stay zero, with a warning), for any finite float32.
 
-    Dividing by each row's largest magnitude first keeps the squares in range:
-    squaring 1e20 overflows to infinity and squaring 1e-40 underflows to zero,
-    and either way a plain normalisation (sklearn's, or hnswlib's own) turns the
-    row into zeros, whose cosine distance to everything is 1.
+    A plain normalisation (sklearn's, or hnswlib's own) turns a row of 1e20s
+    (squares overflow) or 1e-40s (squares underflow) into zeros, whose cosine
+    distance to everything is 1; the package's normaliser rescales such rows
+    first. The warning is the index's own: zero rows are kept, not dropped.
     """
-    scale = np.maximum(X.max(axis=1), -X.min(axis=1))[:, None]  # no |X| temporary
-    zero = np.flatnonzero(scale[:, 0] == 0)
+    zero = np.flatnonzero(~X.any(axis=1))
     if zero.size:  # static embedding models give all-zero rows for unknown words
         warnings.warn(
             f"{name} has {zero.size} all-zero row(s) (first at index {zero[0]}); they have "
@@ -289,8 +288,7 @@ def _unit_rows(X, name, stacklevel):
             UserWarning,
             stacklevel=stacklevel,
         )
-        scale[zero] = 1
-    return normalize(X / scale, copy=False)
+    return l2_normalize(X, zero_rows="ignore")
 
 
 def _check_norms(X, space):

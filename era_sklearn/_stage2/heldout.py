@@ -27,6 +27,7 @@ from scipy import sparse
 
 from .._metrics.dense import ranking_metric
 from .._stage1.closed_form import ShiftedGram
+from .._utils.validation import l2_normalize, row_norms
 
 #: Default relative grid: alpha = factor * (mean eigenvalue of X^T X).
 RELATIVE_ALPHAS = np.logspace(-2.5, 2.5, 11)
@@ -102,7 +103,7 @@ def select_ridge(pairs, candidates, doc_idx, grades, prior_bases, blend_coefs, a
     best : tuple (alpha_index, prior_index)
     results : dict of arrays ``alpha_index``, ``prior_index``, ``mean_ndcg@10``.
     """
-    cand = candidates / np.linalg.norm(candidates, axis=1, keepdims=True).clip(1e-12)
+    cand = l2_normalize(candidates, zero_rows="ignore")
     coefs = np.asarray(blend_coefs, dtype=np.float64).reshape(len(blend_coefs), len(prior_bases))
     per_query = []  # (n_alphas, n_priors, n_heldout) blocks, one per fold
     total_weight = float(pairs.weights.sum())
@@ -152,7 +153,7 @@ def _heldout_ndcg(stats, heldout, cand, prior_bases, coefs, alpha, intercept):
         Q = fit_map + scale * sum((w * M for w, M in zip(c, base_maps)), 0.0)
         S = fit_scores + scale * sum((w * M for w, M in zip(c, base_scores)), 0.0)
         # Dividing the scores by ||Q|| is ranking by cosine, as transform does.
-        S /= np.linalg.norm(Q, axis=1, keepdims=True).clip(1e-12).astype(np.float32)
+        S /= np.maximum(row_norms(Q), 1e-12).astype(np.float32)[:, None]
         out[pi] = heldout.ndcg(S)
     return out
 

@@ -62,7 +62,7 @@ from .._metrics.dense import check_k, ranking_metric
 from .._stage1.closed_form import ridge
 from .._stage1.statistics import PairStatistics
 from .._utils.blas import blas_controller
-from .._utils.validation import row_norms
+from .._utils.validation import l2_normalize, row_norms
 from .heldout import HeldOutQueries, _max_duplicates, relative_alpha_grid
 
 #: Default temperature of the softmax over cosine scores.
@@ -154,7 +154,7 @@ class SoftmaxProblem:
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         # One dtype for every GEMM: the queries'.
-        C = _unit_rows(np.asarray(candidates, dtype=X.dtype))
+        C = l2_normalize(np.asarray(candidates, dtype=X.dtype), zero_rows="ignore")
         keep_rows = (grades > 0) & (doc_idx >= 0)  # -1: a target that cannot be ranked
         rel = _max_duplicates(sparse.coo_matrix(
             (grades[keep_rows], (local[keep_rows], doc_idx[keep_rows])),
@@ -216,20 +216,11 @@ class SoftmaxProblem:
         Z = self.X @ W.astype(self.X.dtype, copy=False)
         if self.intercept is not None:
             Z += self.intercept
-        return _unit_rows(Z)
+        return l2_normalize(Z, zero_rows="ignore")
 
     def ndcg(self, W, k=10, *, average=True):
         """nDCG@k of the queries ranking the candidates by cosine under ``W``."""
         return ranking_metric("ndcg", self.mapped(W) @ self.C.T, self.rel, check_k(k), average)
-
-
-def _unit_rows(A):
-    """Rows scaled to unit length in A's float dtype; all-zero rows stay zero."""
-    A = np.asarray(A)
-    if A.dtype not in (np.float32, np.float64):
-        A = A.astype(np.float64)
-    norms = row_norms(A)
-    return A / np.where(norms > 0, norms, 1)[:, None].astype(A.dtype)
 
 
 def softmax_loss_grad(W, problem, lam, W0):
@@ -335,7 +326,7 @@ class _HeldOutScorer:
         """The same from the mapped queries ``Z = X W`` (before intercept and normalisation)."""
         if self.problem.intercept is not None:
             Z = Z + self.problem.intercept
-        values = self.queries.ndcg(_unit_rows(Z) @ self.problem.C.T)
+        values = self.queries.ndcg(l2_normalize(Z, zero_rows="ignore") @ self.problem.C.T)
         return float(values.mean()) if average else values
 
 

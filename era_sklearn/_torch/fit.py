@@ -12,10 +12,10 @@ against the official code.
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.preprocessing import normalize
 
 from .._metrics.dense import check_k, ranking_metric
 from .._stage2.heldout import group_split, n_held_out
+from .._utils.validation import l2_normalize
 from .models import build_module, module_to_numpy, numpy_forward, random_linear
 from .negatives import mine_hard_negatives, sample_random_negatives
 from .recipe import PAPER_ADAPT, PAPER_ALIGN  # re-exported: the parity benchmark reads them here
@@ -156,7 +156,7 @@ def draw_negatives(rows, X, qids, corpus, anchors, *, start_W, start_b, strategy
     if strategy == "random":
         return sample_random_negatives(positives, len(corpus), n_negatives=n_negatives,
                                        random_state=seed)
-    teacher = normalize(X[rows] @ start_W + start_b)
+    teacher = l2_normalize(X[rows] @ start_W + start_b, zero_rows="ignore")
     return mine_hard_negatives(teacher, corpus, positives, anchors=anchors[rows],
                                n_negatives=n_negatives, top_k=top_k, threshold=threshold,
                                random_state=seed)
@@ -188,7 +188,7 @@ def _ndcg_loss(X, qids, corpus, anchors, valid_query_rows, device, k=10):
 
 def _ndcg(params, X, rel, corpus):
     """nDCG@10 of ``numpy_forward(params, X)`` (one row per query) over the corpus."""
-    return ranking_metric("ndcg", numpy_forward(params, X) @ normalize(corpus).T, rel, 10, True)
+    return ranking_metric("ndcg", numpy_forward(params, X) @ l2_normalize(corpus, zero_rows="ignore").T, rel, 10, True)
 
 
 def _check_adapt_inputs(X, Y, qids, corpus, anchors):

@@ -23,14 +23,15 @@ document; following ``_sample_topk_percpos_negatives``:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.preprocessing import normalize
+
+from .._utils.validation import l2_normalize
 
 __all__ = ["mine_hard_negatives", "sample_random_negatives"]
 
 
 def _normalize(A):
     """float32 rows scaled to unit length; all-zero rows stay zero."""
-    return normalize(np.asarray(A, dtype=np.float32))
+    return l2_normalize(np.asarray(A, dtype=np.float32), zero_rows="ignore")
 
 
 def _teacher_scorer(teacher, corpus):
