@@ -22,26 +22,15 @@ float32 (float64 data stay float64, as in the gradient test), float64 sums.
 The solver is scipy's L-BFGS-B from the prior, full batch, in whitened query
 coordinates, with the gauge ``<W - W0, W0> = 0`` (see :func:`fit_softmax`:
 without it weak penalties collapse). Deterministic. The penalty is chosen in
-``_softmax_search``.
+:mod:`era_sklearn._stage2.softmax_search`.
 
-API (private module; the estimator wires it in)
-------------------------------------------------
-``SoftmaxProblem.from_pairs(X, doc_idx, candidates, *, qids, grades=None,
-query_weight=None, intercept=None, temperature=0.05)``
-    The collapsed problem: one row per query, targets as a distribution.
-    Candidates come from ``era_sklearn._stage2.candidates``.
-``softmax_loss_grad(W, problem, lam, W0) -> (loss, grad)``
-    The objective above and its exact gradient (float64).
-``fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None,
-patience=None, precondition=True) -> (W, info)``
-    L-BFGS-B from ``start`` (default ``W0``); ``lam=inf`` returns ``W0``
-    itself. With ``heldout`` it tracks held-out nDCG@10 at every iterate and
-    stops early after ``patience`` iterations without a gain.
-``label_only_prior(problem, alpha=1.0) -> W0``
-    The start and prior when there is no stage 1: ridge least squares onto
-    the targets (a penalty toward zero is degenerate under the cosine).
-``query_whitening(problem) -> QueryWhitening``
-    The preconditioner, computed once and shared by several fits.
+What is here, and why each piece exists: :class:`SoftmaxProblem` collapses
+the labelled pairs to one row per query with its targets as a distribution (a
+query's positives never act as each other's negatives); :func:`fit_softmax`
+runs L-BFGS-B and, given held-out queries, stops when their nDCG@10 stops
+rising; :func:`label_only_prior` gives the start and prior without stage 1 (a
+penalty toward zero is degenerate under the cosine); :func:`query_whitening`
+is computed once and shared by the many fits of a penalty search.
 
 The penalty is data-scaled, ``lam = C / n_queries``: the summed data term
 against ``C ||W - W0||^2``, so the prior keeps the same weight against each
@@ -273,6 +262,7 @@ def _block(Z, p, rows, inv_tau):
     """Weighted loss of one block of queries and its gradient w.r.t. ``Z = X W``."""
     if p.intercept is not None:
         Z += p.intercept
+    # Not l2_normalize: the gradient below divides by these same norms.
     norms = row_norms(Z)
     # A query mapped to zero scores 0 everywhere (uniform softmax), never NaN.
     norms = np.where(norms > 0, norms, 1).astype(Z.dtype)[:, None]
