@@ -4,15 +4,26 @@ import warnings
 
 import numpy as np
 import pytest
+
 from era_sklearn._stage2.candidates import bounded_candidates
 from era_sklearn._stage2.corpus import match_targets
 from era_sklearn._stage2.softmax import (
     SoftmaxProblem,
+    _loss_grad_Z,
     fit_softmax,
     label_only_prior,
-    softmax_loss_grad,
 )
 from era_sklearn._stage2.softmax_search import select_and_fit
+
+
+def softmax_loss_grad(W, problem, lam, W0):
+    """The objective by its definition: the data term (the package's block kernel,
+    ``_loss_grad_Z``, as every fit uses it) plus ``lam ||W - W0||^2``, in float64."""
+    W = np.asarray(W, dtype=problem.X.dtype)
+    loss, grad_Z = _loss_grad_Z(problem.X @ W, problem)
+    diff = W.astype(np.float64) - W0
+    return (loss + lam * float(np.sum(diff * diff)),
+            (problem.X.T @ grad_Z).astype(np.float64) + 2.0 * lam * diff)
 
 
 def _unit(A):

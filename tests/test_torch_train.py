@@ -258,7 +258,7 @@ def test_alignment_reduces_loss_and_history_is_plain(task):
     assert isinstance(history, TrainingHistory)
     assert history.epochs[-1]["valid_loss"] < history.epochs[0]["valid_loss"]
     assert history.stop_reason == "max_epochs"
-    records = history.to_list()
+    records = history.to_dict()["epochs"]
     assert set(records[0]) >= {"epoch", "train_loss", "valid_loss", "seconds"}
     for loss in ("mse", "smooth_l1"):
         train_alignment(_start(), task["X"], task["Y"], loss=loss, max_epochs=1)

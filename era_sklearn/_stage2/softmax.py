@@ -212,35 +212,6 @@ class SoftmaxProblem:
         return ranking_metric("ndcg", self.mapped(W) @ self.C.T, self.rel, check_k(k), average)
 
 
-def softmax_loss_grad(W, problem, lam, W0):
-    """The objective and its gradient with respect to ``W``.
-
-    Parameters
-    ----------
-    W, W0 : ndarray (d_in, d_out)
-    problem : SoftmaxProblem
-    lam : float
-        Penalty strength (finite).
-
-    Returns
-    -------
-    loss : float
-    grad : ndarray (d_in, d_out), float64
-    """
-    loss, grad = _data_loss_grad(np.asarray(W, dtype=problem.X.dtype), problem)
-    grad = grad.astype(np.float64)
-    diff = np.asarray(W, dtype=np.float64) - W0
-    loss += lam * float(np.einsum("ij,ij->", diff, diff))
-    grad += (2.0 * lam) * diff
-    return loss, grad
-
-
-def _data_loss_grad(W, problem):
-    """The weighted softmax loss (no penalty) and its gradient, in W's dtype."""
-    loss, grad_Z = _loss_grad_Z(problem.X @ W, problem)
-    return loss, problem.X.T @ grad_Z
-
-
 def _loss_grad_Z(Z, problem):
     """The weighted softmax loss and its gradient w.r.t. the mapped queries ``Z = X W``.
 

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - older releases
         Module = nn.Module
 
 from .._transform.mlp import mlp_layers
-from .models import branch_linears, copy_linear_, load_branch_, residual_branch
+from .models import copy_linear_, load_branch_, residual_branch
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -168,10 +168,6 @@ class ResidualMLPHead(Module):
         self.hidden_sizes = widths[1:-1]
         self.linear = nn.Linear(widths[0], widths[-1])
         self.mlp = residual_branch(widths)
-
-    def linears(self):
-        """The branch's ``nn.Linear`` layers, in order."""
-        return branch_linears(self.mlp)
 
     def forward(self, features, **kwargs):
         x = features["sentence_embedding"]

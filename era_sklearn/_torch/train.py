@@ -59,10 +59,6 @@ class TrainingHistory:
     stop_reason: str = "max_epochs"
     restored_best: bool = False
 
-    def to_list(self):
-        """Return the per-epoch records as a list of dicts."""
-        return [dict(e) for e in self.epochs]
-
     def to_dict(self):
         """Return the whole history as a dict of plain Python objects."""
         return asdict(self)
