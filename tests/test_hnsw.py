@@ -15,8 +15,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
 from era_sklearn._index import hnsw as _hnsw
-from era_sklearn._index.hnsw import HNSWIndex
 from era_sklearn._index.exact import ExactIndex
+from era_sklearn._index.hnsw import HNSWIndex
 from era_sklearn._index.search import AdaptedSearch, search
 
 N_DOCS, DIM, K = 5000, 64, 10

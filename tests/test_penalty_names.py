@@ -12,12 +12,12 @@ import warnings
 import numpy as np
 import pytest
 from _few_labels import stage2_data
-from era_sklearn._stage2.heldout import RELATIVE_ALPHAS
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from era_sklearn import ERAAdapter
+from era_sklearn._stage2.heldout import RELATIVE_ALPHAS
 from era_sklearn.adapt import Ridge, Softmax
 
 OLD_LAM = r"Softmax\(lam=\.\.\.\) is deprecated since era_sklearn 0\.3.*0\.4.*renamed alpha"

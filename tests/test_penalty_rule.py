@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
+
+from era_sklearn import Corpus, ERAAdapter
 from era_sklearn._stage2.softmax import SoftmaxProblem
 from era_sklearn._stage2.softmax_search import (
     choose_penalty,
     random_ranking_ndcg,
     select_and_fit,
 )
-
-from era_sklearn import Corpus, ERAAdapter
 
 
 def _unit(A):
