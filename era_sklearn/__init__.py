@@ -21,8 +21,9 @@ from ._estimator.adapter import ERAAdapter
 from ._estimator.legacy_convert import convert_legacy_adapter
 from ._estimator.presets import paper_recipe
 from ._estimator.state_schema import register_solver
+from ._index.exact import ExactIndex
 from ._index.hnsw import HNSWIndex
-from ._index.search import AdaptedSearch, ExactIndex, search
+from ._index.search import AdaptedSearch, search
 from ._stage2.corpus import Corpus
 
 __version__ = "0.2.0"

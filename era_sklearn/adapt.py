@@ -22,9 +22,12 @@ import numpy as np
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 
 from ._stage1.closed_form import ridge
-from ._stage2.heldout import relative_alpha_grid, select_ridge
+from ._stage2.candidates import bounded_candidates
+from ._stage2.heldout import choose_blend, heldout_estimate, relative_alpha_grid, select_ridge
 from ._stage2.problem import AdaptResult, AdaptSolver, Stage2Problem
 from ._stage2.queries import QueryPairs
+from ._stage2.softmax import SoftmaxProblem, label_only_prior
+from ._stage2.softmax_search import final_fit, search_penalty, select_and_fit
 from ._utils.optional import require_torch
 
 __all__ = ["AdaptResult", "AdaptSolver", "Contrastive", "Ridge", "Softmax", "Stage2Problem"]
@@ -470,7 +473,6 @@ class Softmax(AdaptSolver):
         _renamed_settings(self, warn=False)
 
     def solve(self, problem):
-        from ._stage2.softmax_search import choose_blend, final_fit, search_penalty, select_and_fit
 
         settings = _renamed_settings(self, warn=True)  # the 0.2 names lam / lams, if set
         alpha, alphas = settings["alpha"][0], _check_finite_grid(*settings["alphas"])
@@ -514,7 +516,6 @@ class Softmax(AdaptSolver):
 
     def _subproblem(self, problem, blend):
         """The softmax problem and prior of one blend (blend 1.0: the query block alone)."""
-        from ._stage2.softmax import SoftmaxProblem, label_only_prior
 
         X = problem.X[:, : _query_width(problem)] if _plain(problem, blend) else problem.X
         prior_map = problem.prior(blend)[: X.shape[1]] if problem.bases else None
@@ -530,7 +531,6 @@ class Softmax(AdaptSolver):
         """The problem's candidates, reduced when there are more than ``max_candidates``."""
         if len(problem.candidates) <= self.max_candidates:
             return problem.candidates, problem.targets
-        from ._stage2.candidates import bounded_candidates
 
         queries = None if prior_map is None else X @ prior_map + problem.intercept
         candidates, targets, _ = bounded_candidates(
@@ -570,7 +570,6 @@ def _full_map(W, problem):
 
 def _heldout_summary(problem, chosen, searches):
     """Held-out nDCG@10 (mean and standard error over queries) that ``fit`` rests on."""
-    from ._stage2.softmax_search import heldout_estimate
 
     out = {"n_queries": chosen.n_queries, "n_folds": chosen.history.get("n_folds", 0),
            "stage 1": heldout_estimate(chosen.prior_per_query),

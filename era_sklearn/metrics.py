@@ -21,77 +21,27 @@ Conventions shared by the dense ranking metrics:
   qrels, so this matches it on qrels that list relevant documents.
 """
 
-import numbers
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.preprocessing import normalize
 from sklearn.utils import check_array
 
 from ._metrics import rank_kernels as kernels
+from ._metrics.dense import (
+    check_k,
+    check_scores,
+    dense_grades,
+    ranking_metric,
+    reduce_per_query,
+    row_slices,
+)
 from ._metrics.ranked_results import ranked_gains
 from ._stage2.corpus import match_targets
+from ._utils.validation import l2_normalize
 
 __all__ = ["make_retrieval_scorer", "mrr", "ndcg_at_k", "qrels_to_matrix", "ranking_score", "recall_at_k", "retrieval_score", "top_k"]  # fmt: skip
 
-# Cap on the number of cells of a (queries x documents) block held at once:
-# about 32 MB per float64 temporary, whatever the matrix size.
-_BLOCK_CELLS = 1 << 22
-
 _METRICS = ("ndcg", "mrr", "recall")
-
-
-# ----------------------------------------------------------------------------
-# Validation helpers
-# ----------------------------------------------------------------------------
-
-
-def _row_slices(n_rows, n_cols):
-    """Yield row slices whose blocks hold at most ``_BLOCK_CELLS`` cells."""
-    step = max(1, _BLOCK_CELLS // max(n_cols, 1))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(start + step, n_rows))
-
-
-def _check_k(k, *, allow_none=False):
-    if k is None and allow_none:
-        return None
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
-    return int(k)
-
-
-def _check_scores(scores):
-    # Infinite scores are legitimate (e.g. -inf to mask a document); NaN has
-    # no place in a ranking, so it is rejected explicitly.
-    scores = check_array(
-        scores, dtype=(np.float64, np.float32), ensure_all_finite=False, input_name="scores"
-    )
-    if np.isnan(scores).any():
-        raise ValueError("scores contains NaN.")
-    return scores
-
-
-def _check_scores_qrels(scores, qrels):
-    scores = _check_scores(scores)
-    qrels = check_array(
-        qrels, accept_sparse="csr", dtype=np.float64, input_name="qrels", ensure_min_samples=1
-    )
-    if qrels.shape != scores.shape:
-        raise ValueError(
-            f"scores and qrels must have the same shape, got scores {scores.shape} "
-            f"and qrels {qrels.shape}."
-        )
-    return scores, qrels
-
-
-def _dense_grades(qrels, rows):
-    """Dense, non-negative grades of a block of query rows."""
-    block = qrels[rows]
-    block = block.toarray() if sp.issparse(block) else np.array(block, dtype=np.float64)
-    return np.maximum(block, 0.0)
 
 
 # ----------------------------------------------------------------------------
@@ -129,10 +79,10 @@ def top_k(scores, k):
     >>> values
     array([[0.9, 0.9, 0.5]])
     """
-    scores = _check_scores(scores)
-    k = min(_check_k(k), scores.shape[1])
+    scores = check_scores(scores)
+    k = min(check_k(k), scores.shape[1])
     indices = np.empty((scores.shape[0], k), dtype=np.intp)
-    for rows in _row_slices(*scores.shape):
+    for rows in row_slices(*scores.shape):
         indices[rows] = kernels.top_k_block(scores[rows], k)
     return indices, np.take_along_axis(scores, indices, axis=1)
 
@@ -177,33 +127,7 @@ def qrels_to_matrix(qrels, query_ids, doc_ids):
 
 
 # ----------------------------------------------------------------------------
-# Dense metrics over row blocks (kernels in _rank_kernels.py)
-# ----------------------------------------------------------------------------
-
-
-def _reduce(values, average):
-    if not average:
-        return values
-    if np.isnan(values).all():
-        warnings.warn(
-            "No query has a relevant document; the mean is undefined (NaN).",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
-        return float("nan")
-    return float(np.nanmean(values))
-
-
-def _ranking_metric(metric, scores, qrels, k, average):
-    scores, qrels = _check_scores_qrels(scores, qrels)
-    values = np.empty(scores.shape[0])
-    for rows in _row_slices(*scores.shape):
-        values[rows] = kernels.metric_block(metric, scores[rows], _dense_grades(qrels, rows), k)
-    return _reduce(values, average)
-
-
-# ----------------------------------------------------------------------------
-# Public ranking metrics
+# Public ranking metrics (dense: _metrics/dense.py, kernels: _metrics/rank_kernels.py)
 # ----------------------------------------------------------------------------
 
 
@@ -243,7 +167,7 @@ def ndcg_at_k(scores, qrels, k=10, *, average=True):
     >>> ndcg_at_k(scores, qrels, k=2, average=False).round(4)
     array([0.6309,    nan])
     """
-    return _ranking_metric("ndcg", scores, qrels, _check_k(k), average)
+    return ranking_metric("ndcg", scores, qrels, check_k(k), average)
 
 
 def recall_at_k(scores, qrels, k=100, *, average=True):
@@ -278,7 +202,7 @@ def recall_at_k(scores, qrels, k=100, *, average=True):
     >>> recall_at_k(scores, qrels, k=2)
     0.5
     """
-    return _ranking_metric("recall", scores, qrels, _check_k(k), average)
+    return ranking_metric("recall", scores, qrels, check_k(k), average)
 
 
 def mrr(scores, qrels, *, k=None, average=True):
@@ -316,7 +240,7 @@ def mrr(scores, qrels, *, k=None, average=True):
     >>> mrr(scores, qrels, k=1, average=False)
     array([0., 1.])
     """
-    return _ranking_metric("mrr", scores, qrels, _check_k(k, allow_none=True), average)
+    return ranking_metric("mrr", scores, qrels, check_k(k, allow_none=True), average)
 
 
 # ----------------------------------------------------------------------------
@@ -398,7 +322,7 @@ def ranking_score(ids, qrels, *, scores=None, query_ids=None, k=10, metric="ndcg
     1.0
     """
     _check_metric(metric)
-    k = _check_k(k, allow_none=metric == "mrr")
+    k = check_k(k, allow_none=metric == "mrr")
     gains, rows, grades = ranked_gains(ids, qrels, scores=scores, query_ids=query_ids, k=k)
     n_relevant = np.bincount(rows, minlength=gains.shape[0])
     if metric == "ndcg":
@@ -407,7 +331,7 @@ def ranking_score(ids, qrels, *, scores=None, query_ids=None, k=10, metric="ndcg
         values = kernels.recall(gains, n_relevant)
     else:
         values = kernels.reciprocal_rank(gains)
-    return _reduce(np.where(n_relevant > 0, values, np.nan), average)
+    return reduce_per_query(np.where(n_relevant > 0, values, np.nan), average)
 
 
 # ----------------------------------------------------------------------------
@@ -436,6 +360,11 @@ def _check_embeddings(Q, Y, corpus):
                 f"corpus must have the same width as Q, got {corpus.shape[1]} and {Q.shape[1]}."
             )
     return Q, Y, corpus
+
+
+def _unit(A):
+    # Retrieval ranks by cosine; an all-zero embedding stays zero and scores 0.
+    return l2_normalize(A, zero_rows="ignore")
 
 
 def _first_rows(labels, n_labels):
@@ -489,7 +418,7 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     0.5
     """
     _check_metric(metric)
-    k = _check_k(k)
+    k = check_k(k)
     Q, Y, corpus = _check_embeddings(Q, Y, corpus)
     key = Q if groups is None else np.asarray(groups)
     if key.shape[0] != Q.shape[0]:
@@ -499,19 +428,19 @@ def retrieval_score(Q, Y, *, corpus=None, groups=None, k=10, metric="ndcg"):
     n_queries = query_of_row.max() + 1
     if corpus is None:
         candidates, doc_of_row = np.unique(Y, axis=0, return_inverse=True)
-        candidates, doc_of_row = normalize(candidates), doc_of_row.ravel()
+        candidates, doc_of_row = _unit(candidates), doc_of_row.ravel()
     else:
-        candidates = normalize(corpus)
+        candidates = _unit(corpus)
         doc_of_row = match_targets(Y, corpus)
     relevance = sp.csr_matrix(
         (np.ones(Q.shape[0]), (query_of_row, doc_of_row)), shape=(n_queries, len(candidates))
     )
     relevance.data[:] = 1.0  # binary: a document paired twice with a query counts once
-    queries = normalize(Q[_first_rows(query_of_row, n_queries)])
+    queries = _unit(Q[_first_rows(query_of_row, n_queries)])
     values = np.empty(n_queries)
-    for rows in _row_slices(n_queries, len(candidates)):
+    for rows in row_slices(n_queries, len(candidates)):
         values[rows] = kernels.metric_block(
-            metric, queries[rows] @ candidates.T, _dense_grades(relevance, rows), k
+            metric, queries[rows] @ candidates.T, dense_grades(relevance, rows), k
         )
     return float(values.mean())
 
@@ -567,7 +496,7 @@ def make_retrieval_scorer(corpus, *, k=10, metric="ndcg"):
     1.0
     """
     _check_metric(metric)
-    _check_k(k)
+    check_k(k)
     if corpus is not None:
         corpus = check_array(corpus, dtype=(np.float64, np.float32), input_name="corpus")
     return _RetrievalScorer(corpus, k, metric)

@@ -17,6 +17,7 @@ MODULES = [
     "era_sklearn._stage1.problem",
     "era_sklearn._stage2.problem",
     "era_sklearn._index.hnsw",
+    "era_sklearn._index.exact",
     "era_sklearn._index.search",
     "era_sklearn.metrics",
     "era_sklearn.datasets",

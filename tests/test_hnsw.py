@@ -1,4 +1,4 @@
-"""Tests for era_sklearn._index.hnsw.HNSWIndex and era_sklearn._index.search."""
+"""Tests for era_sklearn._index: HNSWIndex, ExactIndex and search."""
 
 import json
 import os
@@ -15,8 +15,9 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import FunctionTransformer
 
 from era_sklearn._index import hnsw as _hnsw
+from era_sklearn._index.exact import ExactIndex
 from era_sklearn._index.hnsw import HNSWIndex
-from era_sklearn._index.search import AdaptedSearch, ExactIndex, search
+from era_sklearn._index.search import AdaptedSearch, search
 
 N_DOCS, DIM, K = 5000, 64, 10
 

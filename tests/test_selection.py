@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from era_sklearn._stage2.heldout import HeldOutQueries, _clearly_better
+from era_sklearn._stage2.heldout import HeldOutQueries, ridge_beats_fallback
 from era_sklearn.metrics import ndcg_at_k
 
 
@@ -31,5 +31,5 @@ def test_repeated_pairs_keep_their_largest_grade():
 def test_one_standard_error_rule():
     rng = np.random.default_rng(0)
     fallback = rng.random(200)
-    assert not _clearly_better(fallback + rng.normal(0, 0.2, 200) + 0.001, fallback)
-    assert _clearly_better(fallback + 0.1, fallback)
+    assert not ridge_beats_fallback(fallback + rng.normal(0, 0.2, 200) + 0.001, fallback)
+    assert ridge_beats_fallback(fallback + 0.1, fallback)

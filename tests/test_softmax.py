@@ -5,18 +5,25 @@ import warnings
 import numpy as np
 import pytest
 
-from era_sklearn._stage2.candidates import (
-    corpus_candidates,
-    match_targets,
-    sample_candidates,
-)
+from era_sklearn._stage2.candidates import bounded_candidates
+from era_sklearn._stage2.corpus import match_targets
 from era_sklearn._stage2.softmax import (
     SoftmaxProblem,
+    _loss_grad_Z,
     fit_softmax,
     label_only_prior,
-    softmax_loss_grad,
 )
 from era_sklearn._stage2.softmax_search import select_and_fit
+
+
+def softmax_loss_grad(W, problem, lam, W0):
+    """The objective by its definition: the data term (the package's block kernel,
+    ``_loss_grad_Z``, as every fit uses it) plus ``lam ||W - W0||^2``, in float64."""
+    W = np.asarray(W, dtype=problem.X.dtype)
+    loss, grad_Z = _loss_grad_Z(problem.X @ W, problem)
+    diff = W.astype(np.float64) - W0
+    return (loss + lam * float(np.sum(diff * diff)),
+            (problem.X.T @ grad_Z).astype(np.float64) + 2.0 * lam * diff)
 
 
 def _unit(A):
@@ -168,8 +175,8 @@ def test_target_missing_from_the_corpus_raises():
     rng = np.random.default_rng(5)
     corpus = rng.normal(size=(50, 8)).astype(np.float32)
     Y = np.vstack([corpus[[3, 7, 7]], rng.normal(size=(2, 8))]).astype(np.float32)
-    with pytest.raises(ValueError, match="2 of 5 target row"):
-        corpus_candidates(Y, corpus)
+    with pytest.raises(ValueError, match="2 of 5 target rows are not in the corpus"):
+        match_targets(Y, corpus)
     # A near copy (a re-encoding in float16, say) still matches.
     Y_close = corpus[[3, 7]] + 1e-4 * rng.normal(size=(2, 8)).astype(np.float32)
     np.testing.assert_array_equal(match_targets(Y_close, corpus), [3, 7])
@@ -180,7 +187,7 @@ def test_zero_corpus_rows_do_not_produce_nan():
     docs = docs.copy()
     zero = np.setdiff1d(np.arange(len(docs)), positive)[:10]
     docs[zero] = 0
-    C, doc_idx, _ = corpus_candidates(docs[positive], docs)
+    C, doc_idx, _ = bounded_candidates(docs, match_targets(docs[positive], docs))
     problem = SoftmaxProblem.from_pairs(X, doc_idx, C, qids=np.arange(len(X)))
     loss, grad = softmax_loss_grad(W0, problem, 0.1, W0)
     assert np.isfinite(loss) and np.isfinite(grad).all()
@@ -189,23 +196,10 @@ def test_zero_corpus_rows_do_not_produce_nan():
     assert np.isfinite(W).all() and np.isfinite(problem.ndcg(W))
 
 
-def test_zero_target_rows_are_left_out_with_a_warning():
+def test_zero_target_rows_are_left_out():
     corpus = np.vstack([np.eye(3), np.zeros((1, 3))])
-    with pytest.warns(UserWarning, match="1 target row"):
-        doc_idx = match_targets(corpus[[0, 3]], corpus)
-    assert doc_idx.tolist() == [0, -1]
-    problem = SoftmaxProblem.from_pairs(np.ones((2, 2)), doc_idx, corpus, qids=[0, 1])
+    problem = SoftmaxProblem.from_pairs(np.ones((2, 2)), np.array([0, -1]), corpus, qids=[0, 1])
     assert problem.n_queries == 1  # query 1's only target cannot be ranked
-
-
-def test_sample_candidates_reuse_sample_rows_and_append_the_rest():
-    rng = np.random.default_rng(7)
-    sample = rng.normal(size=(20, 5))
-    extra = rng.normal(size=(2, 5))
-    Y = np.vstack([sample[4], extra[0], extra[0], extra[1]])
-    C, doc_idx = sample_candidates(Y, sample)
-    assert C.shape == (22, 5) and doc_idx.tolist() == [4, 20, 20, 21]
-    np.testing.assert_array_equal(C[20:], extra)
 
 
 def test_large_corpus_gives_a_bounded_deterministic_set():
@@ -214,15 +208,15 @@ def test_large_corpus_gives_a_bounded_deterministic_set():
     positives = np.array([5, 17, 17, 2999])
     queries = _unit(rng.normal(size=(4, 6))).astype(np.float32)
     kw = {"queries": queries, "max_candidates": 400, "top_k": 50, "random_state": 0}
-    C, doc_idx, chosen = corpus_candidates(corpus[positives], corpus, **kw)
+    C, doc_idx, chosen = bounded_candidates(corpus, positives, **kw)
     assert len(C) == 400 == len(np.unique(chosen))
     np.testing.assert_array_equal(chosen[doc_idx], positives)
     # Every query's best documents under the prior are in, and the set is reproducible.
     best = np.argmax(queries @ _unit(corpus).T, axis=1)
     assert np.isin(best, chosen).all()
-    np.testing.assert_array_equal(corpus_candidates(corpus[positives], corpus, **kw)[2], chosen)
-    small = corpus_candidates(corpus[positives[:3]], corpus[:500], queries=queries,
-                              max_candidates=1000)[2]
+    np.testing.assert_array_equal(bounded_candidates(corpus, positives, **kw)[2], chosen)
+    small = bounded_candidates(corpus[:500], positives[:3], queries=queries,
+                               max_candidates=1000)[2]
     np.testing.assert_array_equal(small, np.arange(500))  # a small corpus is used whole
 
 

@@ -19,7 +19,7 @@ from era_sklearn._torch.models import (
     module_to_numpy,
     numpy_forward,
 )
-from era_sklearn._torch.negatives import match_rows, mine_hard_negatives, sample_random_negatives
+from era_sklearn._torch.negatives import mine_hard_negatives, sample_random_negatives
 from era_sklearn._torch.train import (
     TrainingHistory,
     load_era_checkpoint,
@@ -114,12 +114,6 @@ def test_build_module_rejects_bad_input():
 
 
 # ---------------------------------------------------------------- negatives
-
-
-def test_match_rows_finds_the_rows(task):
-    perm = np.random.default_rng(0).permutation(len(task["corpus"]))[:40]
-    np.testing.assert_array_equal(match_rows(3 * task["corpus"][perm], task["corpus"],
-                                             chunk_size=7), perm)
 
 
 def test_mining_excludes_positives_and_near_positives(task):
@@ -228,9 +222,9 @@ def test_contrastive_learns_planted_map(task):
 
 def test_validation_split_is_by_group(task):
     # Rows of one group share X; a per-row split would leak them into validation.
-    from era_sklearn._torch.train import _group_split
+    from era_sklearn._stage2.heldout import group_split
 
-    train, valid = _group_split(task["groups"], 0.25, np.random.default_rng(0))
+    train, valid = group_split(task["groups"], 0.25, np.random.default_rng(0))
     assert not set(task["groups"][train]) & set(task["groups"][valid])
     assert len(train) + len(valid) == len(task["groups"])
 
@@ -264,7 +258,7 @@ def test_alignment_reduces_loss_and_history_is_plain(task):
     assert isinstance(history, TrainingHistory)
     assert history.epochs[-1]["valid_loss"] < history.epochs[0]["valid_loss"]
     assert history.stop_reason == "max_epochs"
-    records = history.to_list()
+    records = history.to_dict()["epochs"]
     assert set(records[0]) >= {"epoch", "train_loss", "valid_loss", "seconds"}
     for loss in ("mse", "smooth_l1"):
         train_alignment(_start(), task["X"], task["Y"], loss=loss, max_epochs=1)

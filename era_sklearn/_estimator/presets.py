@@ -1,5 +1,6 @@
 """Named configurations of ERAAdapter."""
 
+from .._torch.recipe import PAPER_ADAPT, PAPER_ALIGN, PAPER_LABEL_VALIDATION_FRACTION
 from .._utils.optional import require_torch
 from ..adapt import Contrastive
 from ..align import TorchAlign
@@ -46,13 +47,10 @@ def paper_recipe(**overrides):
     """
     require_torch("paper_recipe()")  # both stages are torch solvers: say so now, not at fit
     adapter = ERAAdapter(
-        align=TorchAlign(loss="cosine", init="random", max_epochs=10, lr=1e-3,
-                         weight_decay=0.01, batch_size=256, validation_fraction=0.1),
-        adapt=Contrastive(lr=1e-5, weight_decay=1e-4, max_epochs=1000, batch_size=256,
-                          patience=5, warmup=0.1, temperature=0.05, n_negatives=5,
-                          negatives="topk_percpos", top_k=2000, threshold=0.95,
-                          in_batch_negatives=False, positives="one", validation_fraction=0.1,
-                          monitor="loss", min_valid_queries=0, start_as_candidate=False,
+        align=TorchAlign(**PAPER_ALIGN),
+        # The estimator-level choices the official code makes without naming them: stage 2
+        # starts from stage 1 and keeps its own result (no closed-form fallback).
+        adapt=Contrastive(**PAPER_ADAPT, validation_fraction=PAPER_LABEL_VALIDATION_FRACTION,
                           warm_start="align", fallback=False),
     )
     return adapter.set_params(**overrides)

@@ -10,11 +10,16 @@ array that could have been sliced is refused with a message naming the fix.
 
 import numpy as np
 
+from .._index.base import _BaseIndex, stored_vectors
 from .._utils.validation import _as_float, as_float_matrix, l2_normalize
 
 #: A training target counts as a corpus document when their cosine is at
 #: least this: the same text embedded by the same encoder gives 1 up to
-#: float32 rounding (~1e-6); distinct texts of the shared sets stay below 0.99.
+#: float32 rounding (~1e-6; a copy stored in float16 still gives 1 - ~1e-7),
+#: while distinct texts of the shared sets stay below 0.99. 0.999 lies between
+#: with a wide margin on both sides, so a target re-embedded with small
+#: numerical differences (another batch size, another BLAS) still matches
+#: and a different document never does. The package's only matcher.
 TARGET_MIN_COSINE = 0.999
 
 
@@ -56,11 +61,8 @@ def corpus_matrix(corpus, n_pairs, dtype):
         return None
     if isinstance(corpus, Corpus):
         data = corpus.embeddings
-    elif hasattr(corpus, "_stored_vectors"):  # ExactIndex, HNSWIndex
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(corpus)
-        data = corpus._stored_vectors()
+    elif isinstance(corpus, _BaseIndex):  # ExactIndex, HNSWIndex
+        data = stored_vectors(corpus)
     else:
         if np.shape(corpus)[0] == n_pairs:
             raise ValueError(

@@ -9,6 +9,8 @@ query ids, given explicitly or recovered from identical query embeddings.
 
 import numpy as np
 
+from .._stage1.statistics import PairStatistics
+
 
 def query_ids(X, groups=None):
     """Integer query id per row: ``groups`` factorised, or identical rows of X.
@@ -73,8 +75,6 @@ class QueryPairs:
 
     def statistics(self, *, exclude=(), intercept=0.0):
         """PairStatistics of all queries but ``exclude``, targets minus intercept."""
-        from .._stage1.statistics import PairStatistics
-
         keep = ~np.isin(self._qids, exclude)
         Yc = self._Y[keep] - np.asarray(intercept, dtype=self._Y.dtype)
         return PairStatistics.from_arrays(self._X[keep], Yc, self._w[keep])

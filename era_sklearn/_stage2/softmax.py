@@ -22,26 +22,15 @@ float32 (float64 data stay float64, as in the gradient test), float64 sums.
 The solver is scipy's L-BFGS-B from the prior, full batch, in whitened query
 coordinates, with the gauge ``<W - W0, W0> = 0`` (see :func:`fit_softmax`:
 without it weak penalties collapse). Deterministic. The penalty is chosen in
-``_softmax_search``.
+:mod:`era_sklearn._stage2.softmax_search`.
 
-API (private module; the estimator wires it in)
-------------------------------------------------
-``SoftmaxProblem.from_pairs(X, doc_idx, candidates, *, qids, grades=None,
-query_weight=None, intercept=None, temperature=0.05)``
-    The collapsed problem: one row per query, targets as a distribution.
-    Candidates come from ``era_sklearn._stage2.candidates``.
-``softmax_loss_grad(W, problem, lam, W0) -> (loss, grad)``
-    The objective above and its exact gradient (float64).
-``fit_softmax(problem, W0, *, lam, max_iter=200, start=None, heldout=None,
-patience=None, precondition=True) -> (W, info)``
-    L-BFGS-B from ``start`` (default ``W0``); ``lam=inf`` returns ``W0``
-    itself. With ``heldout`` it tracks held-out nDCG@10 at every iterate and
-    stops early after ``patience`` iterations without a gain.
-``label_only_prior(problem, alpha=1.0) -> W0``
-    The start and prior when there is no stage 1: ridge least squares onto
-    the targets (a penalty toward zero is degenerate under the cosine).
-``query_whitening(problem) -> QueryWhitening``
-    The preconditioner, computed once and shared by several fits.
+What is here, and why each piece exists: :class:`SoftmaxProblem` collapses
+the labelled pairs to one row per query with its targets as a distribution (a
+query's positives never act as each other's negatives); :func:`fit_softmax`
+runs L-BFGS-B and, given held-out queries, stops when their nDCG@10 stops
+rising; :func:`label_only_prior` gives the start and prior without stage 1 (a
+penalty toward zero is degenerate under the cosine); :func:`query_whitening`
+is computed once and shared by the many fits of a penalty search.
 
 The penalty is data-scaled, ``lam = C / n_queries``: the summed data term
 against ``C ||W - W0||^2``, so the prior keeps the same weight against each
@@ -58,10 +47,12 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, sparse
 
+from .._metrics.dense import check_k, ranking_metric
+from .._stage1.closed_form import ridge
+from .._stage1.statistics import PairStatistics
 from .._utils.blas import blas_controller
-from .._utils.validation import row_norms
-from ..metrics import ndcg_at_k
-from .heldout import HeldOutQueries, _max_duplicates
+from .._utils.validation import l2_normalize, row_norms
+from .heldout import HeldOutQueries, _max_duplicates, relative_alpha_grid
 
 #: Default temperature of the softmax over cosine scores.
 TEMPERATURE = 0.05
@@ -152,7 +143,7 @@ class SoftmaxProblem:
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         # One dtype for every GEMM: the queries'.
-        C = _unit_rows(np.asarray(candidates, dtype=X.dtype))
+        C = l2_normalize(np.asarray(candidates, dtype=X.dtype), zero_rows="ignore")
         keep_rows = (grades > 0) & (doc_idx >= 0)  # -1: a target that cannot be ranked
         rel = _max_duplicates(sparse.coo_matrix(
             (grades[keep_rows], (local[keep_rows], doc_idx[keep_rows])),
@@ -214,49 +205,11 @@ class SoftmaxProblem:
         Z = self.X @ W.astype(self.X.dtype, copy=False)
         if self.intercept is not None:
             Z += self.intercept
-        return _unit_rows(Z)
+        return l2_normalize(Z, zero_rows="ignore")
 
     def ndcg(self, W, k=10, *, average=True):
         """nDCG@k of the queries ranking the candidates by cosine under ``W``."""
-        return ndcg_at_k(self.mapped(W) @ self.C.T, self.rel, k=k, average=average)
-
-
-def _unit_rows(A):
-    """Rows scaled to unit length in A's float dtype; all-zero rows stay zero."""
-    A = np.asarray(A)
-    if A.dtype not in (np.float32, np.float64):
-        A = A.astype(np.float64)
-    norms = row_norms(A)
-    return A / np.where(norms > 0, norms, 1)[:, None].astype(A.dtype)
-
-
-def softmax_loss_grad(W, problem, lam, W0):
-    """The objective and its gradient with respect to ``W``.
-
-    Parameters
-    ----------
-    W, W0 : ndarray (d_in, d_out)
-    problem : SoftmaxProblem
-    lam : float
-        Penalty strength (finite).
-
-    Returns
-    -------
-    loss : float
-    grad : ndarray (d_in, d_out), float64
-    """
-    loss, grad = _data_loss_grad(np.asarray(W, dtype=problem.X.dtype), problem)
-    grad = grad.astype(np.float64)
-    diff = np.asarray(W, dtype=np.float64) - W0
-    loss += lam * float(np.einsum("ij,ij->", diff, diff))
-    grad += (2.0 * lam) * diff
-    return loss, grad
-
-
-def _data_loss_grad(W, problem):
-    """The weighted softmax loss (no penalty) and its gradient, in W's dtype."""
-    loss, grad_Z = _loss_grad_Z(problem.X @ W, problem)
-    return loss, problem.X.T @ grad_Z
+        return ranking_metric("ndcg", self.mapped(W) @ self.C.T, self.rel, check_k(k), average)
 
 
 def _loss_grad_Z(Z, problem):
@@ -280,6 +233,7 @@ def _block(Z, p, rows, inv_tau):
     """Weighted loss of one block of queries and its gradient w.r.t. ``Z = X W``."""
     if p.intercept is not None:
         Z += p.intercept
+    # Not l2_normalize: the gradient below divides by these same norms.
     norms = row_norms(Z)
     # A query mapped to zero scores 0 everywhere (uniform softmax), never NaN.
     norms = np.where(norms > 0, norms, 1).astype(Z.dtype)[:, None]
@@ -333,7 +287,7 @@ class _HeldOutScorer:
         """The same from the mapped queries ``Z = X W`` (before intercept and normalisation)."""
         if self.problem.intercept is not None:
             Z = Z + self.problem.intercept
-        values = self.queries.ndcg(_unit_rows(Z) @ self.problem.C.T)
+        values = self.queries.ndcg(l2_normalize(Z, zero_rows="ignore") @ self.problem.C.T)
         return float(values.mean()) if average else values
 
 
@@ -607,10 +561,6 @@ def label_only_prior(problem, alpha=1.0):
     ``alpha * mean eigenvalue of X^T X`` as its ridge; the softmax fit starts
     from it and its penalty pulls toward it.
     """
-    from .._stage1.closed_form import ridge
-    from .._stage1.statistics import PairStatistics
-    from .heldout import relative_alpha_grid
-
     stats = PairStatistics.from_arrays(problem.X.astype(np.float64),
                                        problem.target_mean.astype(np.float64), problem.weight)
     return ridge(stats, relative_alpha_grid(stats, [alpha])[0])

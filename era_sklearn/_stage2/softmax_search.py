@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .heldout import choose_penalty, heldout_folds, standard_error
 from .softmax import _check_map, _HeldOutScorer, fit_softmax, query_whitening
 
 #: ``C`` values tried when the labels are few, strongest first: each fit
@@ -59,10 +60,6 @@ def default_C(n_queries):
     """The default ``C`` for ``n_queries`` labelled queries (see :data:`C_DEFAULT`)."""
     return C_DEFAULT * np.sqrt(N_DEFAULT / max(int(n_queries), 1))
 
-#: Evidence threshold of steps 3 and 4, in standard errors of paired per-query
-#: differences.
-GUARD_SE = 1.0
-
 #: With many labels (``min_split_queries`` and more), one held-out split and an
 #: adaptive search from here: halve ``C`` while the held-out score improves by
 #: :data:`MIN_GAIN`, else double (the grid's cost grows with the labels).
@@ -76,14 +73,6 @@ MIN_GAIN = 0.002
 #: Held-out fits started from the prior run at least this many iterations
 #: before early stopping may end them (see ``min_iter`` in ``fit_softmax``).
 COLD_MIN_ITER = 8
-
-#: Cross-validation repeats its k folds with fresh splits until each query has
-#: been held out this many times in all (at most ``MAX_REPEATS`` times each):
-#: with 8 to 32 queries one split's scores depend on which few queries share a
-#: fold.
-HELDOUT_EVALUATIONS = 64
-MAX_REPEATS = 2
-
 
 @dataclass
 class PenaltySearch:
@@ -213,7 +202,7 @@ def search_penalty(problem, W0, *, lams=None, max_iter=100, random_state=None,
                                    default_C(n), random_scores=search.random_level())
     history.update(C=list(per_query), lams=[c / n for c in per_query],
                    heldout_ndcg=[float(v.mean()) for v in per_query.values()],
-                   heldout_se=[_se(v) for v in per_query.values()], **summary,
+                   heldout_se=[standard_error(v) for v in per_query.values()], **summary,
                    n_eval=search.n_eval)
     start = None if np.isinf(best) else np.mean(search.maps[best], axis=0)
     extra = {name: search.score_map(W) for name, W in also_score.items()}
@@ -232,105 +221,6 @@ def final_fit(problem, W0, search, *, max_iter=100, final_max_iter=6, preconditi
                               max_iter=iters, precondition=precondition)
     history.update(final=info, n_eval=history.get("n_eval", 0.0) + info["n_eval"])
     return W, history
-
-
-def choose_penalty(scores, prior_scores, default, random_scores=None):
-    """The rule: ``C`` (or ``inf``, stage 1) from per-query held-out nDCG@10.
-
-    Parameters
-    ----------
-    scores : dict of float -> ndarray (n_queries,)
-        Held-out score of each query under each finite ``C`` tried.
-    prior_scores : ndarray (n_queries,)
-        The same under stage 1.
-    default : float
-        Where the one-standard-error rule lands among indistinguishable ``C``.
-    random_scores : ndarray (n_queries,), default=None
-        Each query's expected score under a random ranking of its candidates
-        (step 4 of the module docstring); None skips that step.
-
-    Returns
-    -------
-    C : float
-    summary : dict
-        ``candidate_C`` (step 2), ``chosen_C``, the paired ``gain`` of the
-        candidate over stage 1 and ``gain_se``, ``signal`` (step 4: does
-        stage 1 rank the held-out labels above chance) and ``rule`` in words.
-    """
-    if not scores:
-        return np.inf, {"chosen_C": np.inf, "rule": "no penalty tried: prior kept"}
-    means = {C: float(np.mean(v)) for C, v in scores.items()}
-    top = max(means, key=lambda C: (means[C], C))
-    close = [C for C in means if means[C] >= means[top] - _se(scores[top] - scores[C])]
-    candidate = min(close, key=lambda C: (abs(np.log(C / default)), -C))
-    gains = scores[candidate] - prior_scores
-    gain, gain_se = float(gains.mean()), _se(gains)
-    signal = True
-    if random_scores is not None:
-        above = prior_scores - random_scores
-        signal = bool(above.mean() > GUARD_SE * _se(above))
-    if signal:
-        keep_prior = gain < -GUARD_SE * gain_se
-        why = (f"stage 1 kept: it scored above C by more than {GUARD_SE:g} standard error(s)"
-               if keep_prior else f"stage 1 did not score above C by {GUARD_SE:g} standard "
-               "error(s)")
-    else:
-        keep_prior = not gain > GUARD_SE * gain_se
-        why = ("stage 1 ranks the held-out labels no better than chance; " +
-               (f"kept: C did not gain {GUARD_SE:g} standard error(s)" if keep_prior
-                else f"C gained more than {GUARD_SE:g} standard error(s)"))
-    summary = {
-        "candidate_C": candidate, "chosen_C": np.inf if keep_prior else candidate,
-        "default_C": float(default), "gain": gain, "gain_se": gain_se, "signal": signal,
-        "rule": (f"C within one standard error of the best held-out nDCG@10, closest to "
-                 f"{default:.3g}; {why}"),
-    }
-    return summary["chosen_C"], summary
-
-
-def choose_blend(searches, default):
-    """The hybrid's blend: ``default`` unless another beats it clearly on held-out queries.
-
-    Each blend's chosen map (see :func:`choose_penalty`) was scored on the same
-    held-out queries; another blend replaces ``default`` only when its mean
-    paired gain over ``default`` exceeds :data:`GUARD_SE` standard errors.
-    The default is the fallback because a wrong move costs unevenly: with a
-    strong cheap encoder (MiniLM), plain ERA chosen on the noise of 8 queries
-    lost 0.09 nDCG@10 to the default hybrid, while with a static one (m2v) the
-    default hybrid trails plain ERA by about 0.01 where it trails at all.
-    """
-    base = searches[default].per_query
-    gains = {b: s.per_query - base for b, s in searches.items() if b != default}
-    clear = {b: float(g.mean()) for b, g in gains.items()
-             if len(g) and g.mean() > GUARD_SE * _se(g)}
-    blend = max(clear, key=clear.get) if clear else default
-    summary = {"chosen": blend, "default": default,
-               "heldout_ndcg": {f"{b:g}": heldout_estimate(s.per_query)
-                                for b, s in searches.items()},
-               "gain_over_default": {f"{b:g}": heldout_estimate(g) for b, g in gains.items()},
-               "penalty_C": {f"{b:g}": s.C for b, s in searches.items()}}
-    return blend, summary
-
-
-def heldout_estimate(per_query):
-    """``{"mean": ..., "se": ...}`` of per-query held-out scores (NaN when none)."""
-    per_query = np.asarray(per_query, dtype=np.float64)
-    if not per_query.size:
-        return {"mean": float("nan"), "se": float("nan")}
-    return {"mean": float(per_query.mean()), "se": _se(per_query)}
-
-
-def heldout_folds(n, rng, fraction, n_folds):
-    """Held-out query rows: one ``fraction`` split (``fraction`` given), or ``n_folds``-fold
-    cross-validation repeated with fresh splits until each query has been held out
-    :data:`HELDOUT_EVALUATIONS` times in all (at most :data:`MAX_REPEATS` times)."""
-    if n < 2:
-        return []
-    if fraction is not None:
-        return [np.sort(rng.permutation(n)[: max(1, round(fraction * n))])]
-    repeats = int(np.clip(np.ceil(HELDOUT_EVALUATIONS / n), 1, MAX_REPEATS))
-    return [np.sort(fold) for _ in range(repeats)
-            for fold in np.array_split(rng.permutation(n), min(n_folds, n))]
 
 
 class HeldOutSearch:
@@ -453,9 +343,3 @@ def random_ranking_ndcg(rel, k=10):
         if ideal > 0:
             out[q] = row.sum() / n_candidates * discounts.sum() / ideal
     return out
-
-
-def _se(diff):
-    """Standard error of the mean of ``diff`` (inf with fewer than two values)."""
-    diff = np.asarray(diff, dtype=np.float64)
-    return float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.inf

@@ -25,7 +25,6 @@ Importing this module needs sentence-transformers (``pip install
 
 import json
 import os
-from itertools import pairwise
 from typing import ClassVar
 
 import numpy as np
@@ -53,6 +52,7 @@ except ImportError:  # pragma: no cover - older releases
         Module = nn.Module
 
 from .._transform.mlp import mlp_layers
+from .models import copy_linear_, load_branch_, residual_branch
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -136,12 +136,8 @@ def _map_module(est):
                      init_weight=coef.T.contiguous(), init_bias=intercept)
     layers = mlp_layers(est.module_params_)
     head = ResidualMLPHead(d_in, d_out, [c.shape[1] for c, _ in layers[:-1]])
-    with torch.no_grad():
-        head.linear.weight.copy_(coef.T)
-        head.linear.bias.copy_(intercept)
-        for linear, (c, b) in zip(head.linears(), layers):
-            linear.weight.copy_(torch.from_numpy(np.array(c, dtype=np.float32).T))
-            linear.bias.copy_(torch.from_numpy(np.array(b, dtype=np.float32)))
+    copy_linear_(head.linear, est.coef_, est.intercept_)
+    load_branch_(head.mlp, est.module_params_)
     return head
 
 
@@ -171,14 +167,7 @@ class ResidualMLPHead(Module):
         self.in_features, self.out_features = widths[0], widths[-1]
         self.hidden_sizes = widths[1:-1]
         self.linear = nn.Linear(widths[0], widths[-1])
-        layers = []
-        for width, next_width in pairwise(widths[:-1]):
-            layers += [nn.Linear(width, next_width), nn.GELU()]
-        self.mlp = nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1]))
-
-    def linears(self):
-        """The branch's ``nn.Linear`` layers, in order."""
-        return [m for m in self.mlp if isinstance(m, nn.Linear)]
+        self.mlp = residual_branch(widths)
 
     def forward(self, features, **kwargs):
         x = features["sentence_embedding"]

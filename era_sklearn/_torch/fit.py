@@ -4,73 +4,30 @@ Torch is imported only here and in ``_torch_train`` / ``_torch_models``, so the
 closed-form path and ``transform`` of a linear adapter never need it. Nothing
 here reads or writes an estimator: the caller assigns fitted attributes.
 
-:data:`PAPER_ALIGN` and :data:`PAPER_ADAPT` hold the official recipe (the
-``ERAConfig`` defaults of megagonlabs/ERA at commit 9a7b4d6,
-``src/adapter/era_training.py`` lines 52-80); see
-``benchmarks/paper_parity.py`` for the parity run against the official code.
+:data:`PAPER_ALIGN` and :data:`PAPER_ADAPT` (defined in :mod:`.recipe`) hold
+the official recipe; see ``benchmarks/paper_parity.py`` for the parity run
+against the official code.
 """
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.preprocessing import normalize
 
-from ..metrics import ndcg_at_k
+from .._metrics.dense import check_k, ranking_metric
+from .._stage2.heldout import group_split, n_held_out
+from .._utils.validation import l2_normalize
 from .models import build_module, module_to_numpy, numpy_forward, random_linear
 from .negatives import mine_hard_negatives, sample_random_negatives
+from .recipe import PAPER_ADAPT, PAPER_ALIGN  # re-exported: the parity benchmark reads them here
 from .train import (
     _check_xy,
-    _group_split,
     _seeds,
-    n_held_out,
     resolve_device,
     train_alignment,
     train_contrastive,
 )
 
 __all__ = ["PAPER_ADAPT", "PAPER_ALIGN", "train_adapt_torch", "train_align_torch"]
-
-#: ERA's stage 1 (``ERAConfig.alignment_*``, era_training.py:53-58; ``batch_size``
-#: :80): a linear layer with bias from torch's random init, trained 10 epochs
-#: with the cosine loss on 90% of the alignment texts, no early stopping
-#: (``alignment_early_stopping=False``, :87). The launch script
-#: ``scripts/train_era_adapter.sh`` overrides ``--alignment-epochs 100``.
-PAPER_ALIGN = {
-    "loss": "cosine",
-    "init": "random",
-    "max_epochs": 10,
-    "lr": 1e-3,
-    "weight_decay": 0.01,
-    "batch_size": 256,
-    "validation_fraction": 0.1,
-}
-
-#: ERA's stage 2 (``ERAConfig.label_*``, era_training.py:61-76): InfoNCE at
-#: temperature 0.05 over one fixed random positive per query and 5 negatives
-#: drawn once (no in-batch negatives), AdamW lr 1e-5 wd 1e-4 with 10% linear
-#: warmup then linear decay, batch 256, up to 1,000 epochs, early stopping on
-#: the validation InfoNCE loss with patience 5 (epoch 1 is the first candidate),
-#: best epoch restored, no closed-form fallback. ``validation_fraction`` is the
-#: caller's (ERA's ``label_val_ratio``, default 0.1 of all queries).
-PAPER_ADAPT = {
-    "model": "linear",
-    "lr": 1e-5,
-    "weight_decay": 1e-4,
-    "max_epochs": 1000,
-    "batch_size": 256,
-    "patience": 5,
-    "warmup": 0.1,
-    "temperature": 0.05,
-    "n_negatives": 5,
-    "negatives": "topk_percpos",
-    "top_k": 2000,
-    "threshold": 0.95,
-    "in_batch_negatives": False,
-    "positives": "one",
-    "monitor": "loss",
-    "min_valid_queries": 0,
-    "start_as_candidate": False,
-}
 
 _NEGATIVES = ("topk_percpos", "random")
 _POSITIVES = ("all", "one")
@@ -172,7 +129,7 @@ def select_rows(qids, validation_fraction, positives, rng):
         All rows of the validation queries (for scoring them against all
         their relevant documents).
     """
-    train_rows, valid_query_rows = _group_split(qids, validation_fraction, rng)
+    train_rows, valid_query_rows = group_split(qids, validation_fraction, rng)
     if positives == "one":
         return (_one_row_per_group(train_rows, qids, rng),
                 _one_row_per_group(valid_query_rows, qids, rng), valid_query_rows)
@@ -199,7 +156,7 @@ def draw_negatives(rows, X, qids, corpus, anchors, *, start_W, start_b, strategy
     if strategy == "random":
         return sample_random_negatives(positives, len(corpus), n_negatives=n_negatives,
                                        random_state=seed)
-    teacher = normalize(X[rows] @ start_W + start_b)
+    teacher = l2_normalize(X[rows] @ start_W + start_b, zero_rows="ignore")
     return mine_hard_negatives(teacher, corpus, positives, anchors=anchors[rows],
                                n_negatives=n_negatives, top_k=top_k, threshold=threshold,
                                random_state=seed)
@@ -224,14 +181,14 @@ def _ndcg_loss(X, qids, corpus, anchors, valid_query_rows, device, k=10):
     def loss(module):
         with torch.no_grad():
             scores = (module(Qt) @ Ct.T).cpu().numpy()
-        return 1.0 - ndcg_at_k(scores, rel, k)
+        return 1.0 - ranking_metric("ndcg", scores, rel, check_k(k), True)
 
     return loss
 
 
 def _ndcg(params, X, rel, corpus):
     """nDCG@10 of ``numpy_forward(params, X)`` (one row per query) over the corpus."""
-    return ndcg_at_k(numpy_forward(params, X) @ normalize(corpus).T, rel, 10)
+    return ranking_metric("ndcg", numpy_forward(params, X) @ l2_normalize(corpus, zero_rows="ignore").T, rel, 10, True)
 
 
 def _check_adapt_inputs(X, Y, qids, corpus, anchors):

@@ -22,6 +22,8 @@ Both models output ``normalize(x @ coef + intercept [+ mlp(x)])`` with unit L2 r
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,25 +60,49 @@ class ResidualMLPAdapter(nn.Module):
     def __init__(self, d_in, d_out, hidden_size, n_layers, dropout):
         super().__init__()
         self.proj = nn.Linear(d_in, d_out, bias=True)
-        layers = []
-        width = d_in
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden_size), nn.GELU(), nn.Dropout(dropout)]
-            width = hidden_size
-        last = nn.Linear(width, d_out)
+        self.mlp = residual_branch([d_in, *[hidden_size] * n_layers, d_out], dropout=dropout)
+        last = branch_linears(self.mlp)[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        self.mlp = nn.Sequential(*layers, last)
 
     def forward(self, x):
         return nn.functional.normalize(self.proj(x) + self.mlp(x), p=2, dim=-1)
 
 
-def _copy_linear_(layer, coef, intercept):
+def residual_branch(widths, *, dropout=None):
+    """The residual MLP branch: ``Linear -> GELU [-> Dropout]`` per hidden layer, then a last
+    ``Linear``; ``widths`` runs from the input width through the hidden ones to the output.
+
+    The one torch definition of the branch, for training (with dropout) and for the
+    sentence-transformers head (``dropout=None``: no Dropout modules, so a saved head's
+    parameter names, ``mlp.0``, ``mlp.2``, ..., stay what they were). GELU is the
+    exact (erf) form, as the numpy forward (:mod:`era_sklearn._transform.mlp`) computes.
+    """
+    layers = []
+    for width, next_width in pairwise(widths[:-1]):
+        layers += [nn.Linear(width, next_width), nn.GELU()]
+        if dropout is not None:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1]))
+
+
+def branch_linears(branch):
+    """The ``nn.Linear`` layers of a branch, in order: layer ``i`` holds ``mlp_coef_{i}``."""
+    return [m for m in branch if isinstance(m, nn.Linear)]
+
+
+def copy_linear_(layer, coef, intercept):
     """Load ``coef`` (d_in, d_out) and ``intercept`` into an ``nn.Linear`` in place."""
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(np.asarray(coef, dtype=np.float32).T))
         layer.bias.copy_(torch.as_tensor(np.asarray(intercept, dtype=np.float32)))
+
+
+def load_branch_(branch, params):
+    """Copy the numpy branch of ``params`` (``mlp_coef_{i}`` / ``mlp_intercept_{i}``) into
+    ``branch`` in place: the one place the numpy layout meets the torch modules' layers."""
+    for layer, (coef, intercept) in zip(branch_linears(branch), mlp_layers(params), strict=True):
+        copy_linear_(layer, coef, intercept)
 
 
 def build_module(model, W0, b0=None, *, hidden_size=512, n_layers=1, dropout=0.1,
@@ -125,7 +151,7 @@ def build_module(model, W0, b0=None, *, hidden_size=512, n_layers=1, dropout=0.1
             module = ResidualMLPAdapter(d_in, d_out, hidden_size, n_layers, dropout)
     else:
         raise ValueError(f"model must be one of {_MODELS}, got {model!r}.")
-    _copy_linear_(module.proj, W0, b0)
+    copy_linear_(module.proj, W0, b0)
     return module
 
 
@@ -154,12 +180,6 @@ def random_linear(d_in, d_out, *, random_state=None):
         return LinearAdapter(int(d_in), int(d_out))
 
 
-def _mlp_linears(module):
-    """The ``nn.Linear`` layers of the MLP branch, in order (empty for linear)."""
-    mlp = getattr(module, "mlp", None)
-    return [] if mlp is None else [m for m in mlp if isinstance(m, nn.Linear)]
-
-
 def _to_numpy(tensor):
     # detach + cpu: works for parameters that require grad and for GPU tensors.
     return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
@@ -182,7 +202,8 @@ def module_to_numpy(module):
         "coef": _to_numpy(module.proj.weight.T),
         "intercept": _to_numpy(module.proj.bias),
     }
-    for i, layer in enumerate(_mlp_linears(module)):
+    branch = getattr(module, "mlp", None)
+    for i, layer in enumerate(branch_linears(branch) if branch is not None else []):
         params[f"mlp_coef_{i}"] = _to_numpy(layer.weight.T)
         params[f"mlp_intercept_{i}"] = _to_numpy(layer.bias)
     return params
@@ -211,6 +232,5 @@ def module_from_numpy(params, *, dropout=0.0):
         "mlp", params["coef"], params["intercept"],
         hidden_size=hidden_size, n_layers=len(layers) - 1, dropout=dropout,
     )
-    for layer, (coef, intercept) in zip(_mlp_linears(module), layers):
-        _copy_linear_(layer, coef, intercept)
+    load_branch_(module.mlp, params)
     return module.eval()

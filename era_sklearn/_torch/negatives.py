@@ -23,40 +23,15 @@ document; following ``_sample_topk_percpos_negatives``:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.preprocessing import normalize
 
-__all__ = ["match_rows", "mine_hard_negatives", "sample_random_negatives"]
+from .._utils.validation import l2_normalize
+
+__all__ = ["mine_hard_negatives", "sample_random_negatives"]
 
 
 def _normalize(A):
     """float32 rows scaled to unit length; all-zero rows stay zero."""
-    return normalize(np.asarray(A, dtype=np.float32))
-
-
-def match_rows(Y, corpus, *, chunk_size=4096):
-    """Index of the corpus row nearest (by cosine) to each row of ``Y``.
-
-    Used to recover which corpus document each training target is.
-
-    Parameters
-    ----------
-    Y : array-like of shape (n_rows, d)
-        Target document embeddings.
-    corpus : array-like of shape (n_docs, d)
-        Corpus document embeddings.
-    chunk_size : int, default=4096
-        Rows of ``Y`` scored at once (bounds memory to chunk_size * n_docs floats).
-
-    Returns
-    -------
-    index : ndarray of shape (n_rows,), int64
-    """
-    C = _normalize(corpus)
-    Y = _normalize(Y)
-    out = np.empty(len(Y), dtype=np.int64)
-    for start in range(0, len(Y), chunk_size):
-        out[start:start + chunk_size] = np.argmax(Y[start:start + chunk_size] @ C.T, axis=1)
-    return out
+    return l2_normalize(np.asarray(A, dtype=np.float32), zero_rows="ignore")
 
 
 def _teacher_scorer(teacher, corpus):

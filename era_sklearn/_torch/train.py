@@ -21,6 +21,8 @@ import torch
 from sklearn.utils import check_random_state
 from torch import nn
 
+from .._stage2.heldout import group_split
+
 __all__ = [
     "TrainingHistory",
     "load_era_checkpoint",
@@ -56,10 +58,6 @@ class TrainingHistory:
     best_valid_loss: float | None = None
     stop_reason: str = "max_epochs"
     restored_best: bool = False
-
-    def to_list(self):
-        """Return the per-epoch records as a list of dicts."""
-        return [dict(e) for e in self.epochs]
 
     def to_dict(self):
         """Return the whole history as a dict of plain Python objects."""
@@ -97,31 +95,6 @@ def resolve_device(device="cpu"):
 def _seeds(random_state):
     """Derive one int seed from ``random_state`` (int, RandomState or None)."""
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-def n_held_out(n_groups, validation_fraction):
-    """Groups held out by :func:`_group_split`: the rounded fraction, at least one
-    on each side when the fraction is > 0 (0 with fewer than two groups)."""
-    if validation_fraction <= 0 or n_groups < 2:
-        return 0
-    return min(max(round(n_groups * validation_fraction), 1), n_groups - 1)
-
-
-def _group_split(groups, validation_fraction, rng):
-    """Split row indices so that all rows of a group fall on one side.
-
-    Returns
-    -------
-    train_rows, valid_rows : ndarray of int64
-        ``valid_rows`` is empty when ``validation_fraction`` is 0 or there are
-        fewer than two groups.
-    """
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_valid = n_held_out(len(uniq), validation_fraction)
-    is_valid = np.zeros(len(uniq), dtype=bool)
-    is_valid[rng.permutation(len(uniq))[:n_valid]] = True
-    rows = np.arange(len(inverse))
-    return rows[~is_valid[inverse]], rows[is_valid[inverse]]
 
 
 def _warmup_linear_decay(optimizer, total_steps, warmup):
@@ -307,7 +280,7 @@ def train_alignment(
     loss_fn = _alignment_loss(loss)
     dev = resolve_device(device)
     seed = _seeds(random_state)
-    train_rows, valid_rows = _group_split(np.arange(len(X)), validation_fraction,
+    train_rows, valid_rows = group_split(np.arange(len(X)), validation_fraction,
                                           np.random.default_rng(seed))
     Xt = torch.as_tensor(X, device=dev)
     Yt = nn.functional.normalize(torch.as_tensor(Y, device=dev), dim=1)
@@ -430,7 +403,7 @@ def train_contrastive(
     dev = resolve_device(device)
     seed = _seeds(random_state)
     if split is None:
-        train_rows, valid_rows = _group_split(groups, validation_fraction,
+        train_rows, valid_rows = group_split(groups, validation_fraction,
                                               np.random.default_rng(seed))
     else:
         train_rows, valid_rows = (np.asarray(r, dtype=np.int64) for r in split)

@@ -71,6 +71,10 @@ def row_norms(A):
 def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     """Scale rows to unit L2 norm; an all-zero row is an error, not a NaN.
 
+    The package's one row normaliser. For rows whose squares fit the dtype it
+    computes ``A / sqrt(sum(A**2))`` exactly as ``sklearn.preprocessing.normalize``
+    does (same bits); the rows it cannot trust are rescaled first (below).
+
     With ``zero_rows="warn"`` such rows stay zero (they carry no direction, so
     they add nothing to the fit) and a warning names them; ``"ignore"`` keeps
     them zero silently (the caller has counted them already). ``copy=False``
@@ -78,6 +82,7 @@ def l2_normalize(A, *, name="X", zero_rows="raise", copy=True):
     small to square in ``A``'s dtype (e.g. float32 values near 1e20 or
     subnormal) are normalised exactly, like any other row.
     """
+    A = _as_float(A)
     sq, rows = _square_sums(A)
     norms = np.sqrt(sq)
     norms[rows] = 1  # replaced below by the rescaled rows
