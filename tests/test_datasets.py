@@ -6,6 +6,7 @@ import re
 import sys
 import urllib.error
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -420,6 +421,18 @@ def test_load_embeddings_reads_a_bom_in_the_id_files(tmp_path):
     np.save(tmp_path / "enc" / "queries.npy", np.zeros((1, 2), np.float32))
     emb = load_embeddings(tmp_path, "enc")
     assert emb.corpus_ids == ["d1", "d2"] and emb.query_ids == ["q1"]
+
+
+def test_shared_dir_default_is_beside_the_checkout(monkeypatch):
+    # The folder layout of the brief: ../shared next to the repository. Broken once when
+    # datasets became a package (one level deeper), hidden wherever ERA_SHARED_DIR was set.
+    monkeypatch.delenv("ERA_SHARED_DIR", raising=False)
+    expected = Path(__file__).resolve().parents[2] / "shared"
+    if expected.is_dir():
+        assert shared_dir() == expected
+    else:
+        with pytest.raises(FileNotFoundError, match=re.escape(str(expected))):
+            shared_dir()
 
 
 def test_shared_dir_env(tmp_path, monkeypatch):

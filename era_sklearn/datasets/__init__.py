@@ -385,7 +385,8 @@ def shared_dir():
     ...     ERA_SHARED_DIR=before)
     """
     env = os.environ.get(SHARED_DIR_ENV)
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    # A checkout sits beside the shared folder: <work>/<checkout>/era_sklearn/datasets/.
+    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
     if not root.is_dir():
         raise FileNotFoundError(
             f"Shared data folder {root} not found; set {SHARED_DIR_ENV} to the folder "
