@@ -25,8 +25,7 @@ from ._index.exact import ExactIndex
 from ._index.hnsw import HNSWIndex
 from ._index.search import AdaptedSearch, search
 from ._stage2.corpus import Corpus
-
-__version__ = "0.2.0"
+from ._utils.version import __version__
 
 __all__ = [
     "AdaptedSearch",

@@ -17,12 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "era_sklearn"
 LAYERS = [
     ("shared utilities", ["era_sklearn._utils"]),
     ("foundations", ["era_sklearn._stage1", "era_sklearn._transform", "era_sklearn._metrics",
-                     "era_sklearn.metrics", "era_sklearn._index.base", "era_sklearn._index.hnsw_format",
+                     "era_sklearn._index.base", "era_sklearn._index.hnsw_format",
                      "era_sklearn._io", "era_sklearn._text.base", "era_sklearn._text.cache",
                      "era_sklearn._text.bounded_http", "era_sklearn._text.hub",
                      "era_sklearn.datasets"]),
+    # metrics scores retrieval against a corpus, so it sits beside stage 2 (whose corpus
+    # matcher it uses); the kernels below it are in _metrics.
     ("engines", ["era_sklearn._stage2", "era_sklearn._torch", "era_sklearn._index",
-                 "era_sklearn._text", "era_sklearn.encoders"]),
+                 "era_sklearn._text", "era_sklearn.encoders", "era_sklearn.metrics"]),
     ("public solver modules", ["era_sklearn.align", "era_sklearn.adapt"]),
     ("the estimator", ["era_sklearn._estimator.presets", "era_sklearn._estimator.legacy_convert",
                        "era_sklearn._estimator"]),
@@ -130,3 +132,12 @@ def test_the_reader_sees_relative_late_and_absolute_imports(source, expected, tm
     assert imports_of(probe, root) == expected
     upward = {b for b in expected if layer_of(b) > layer_of("era_sklearn._stage1.probe")}
     assert upward == expected - {"era_sklearn._stage1.statistics"}
+
+
+def test_the_one_version_string_is_pyprojects():
+    import tomllib
+
+    from era_sklearn._utils.version import __version__
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == __version__

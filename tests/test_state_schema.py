@@ -131,7 +131,7 @@ def test_another_estimator_declares_its_own_state(tmp_path):
 
 
 def test_the_writers_version_is_recorded_without_importing_the_package(tmp_path):
-    """The format reads era-sklearn's version from the installed distribution's metadata."""
+    """The format records era-sklearn's version without importing the package."""
     import era_sklearn
 
     with safe_open(_fitted()[0].save(tmp_path / "a"), framework="numpy") as f:

@@ -23,6 +23,7 @@ from joblib import cpu_count, effective_n_jobs
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._utils.version import __version__
 from .base import (
     _SPACES,
     _as_ids,
@@ -212,7 +213,7 @@ class HNSWIndex(_BaseIndex):
         ids = self.ids_
         return {
             "format_version": FORMAT_VERSION,
-            "era_sklearn_version": _era_version(),
+            "era_sklearn_version": __version__,
             "hnswlib_version": metadata.version("hnswlib"),
             "dim": int(self.n_features_in_),
             "space": self.space,
@@ -510,12 +511,3 @@ def _replace_dir(new, path):
         os.replace(backup, path)
         raise
     shutil.rmtree(backup, ignore_errors=True)
-
-
-def _era_version():
-    try:  # lazy: era_sklearn/__init__ may import this module
-        import era_sklearn
-
-        return getattr(era_sklearn, "__version__", None) or metadata.version("era-sklearn")
-    except metadata.PackageNotFoundError:
-        return "unknown"

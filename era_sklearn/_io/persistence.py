@@ -64,7 +64,6 @@ Files written by era-sklearn 0.1 (``.npz``) are not read by :func:`load_adapter`
 with the same bounds, :mod:`.legacy`).
 """
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +71,7 @@ import safetensors
 import sklearn
 from sklearn.utils.validation import check_is_fitted
 
+from .._utils.version import __version__
 from .safetensors_file import (
     CONTENT_ERRORS,
     MAX_HEADER_BYTES,
@@ -143,13 +143,8 @@ def save_adapter(est, path):
 
 
 def _versions():
-    """Informative only. era-sklearn's version comes from the installed distribution's
-    metadata, not from importing the package (which imports this module's users)."""
-    try:
-        era = importlib.metadata.version("era-sklearn")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
-        era = "unknown"
-    return {"era_sklearn": era, "numpy": np.__version__, "scikit_learn": sklearn.__version__,
+    """Informative only: recorded beside the state, never checked on load."""
+    return {"era_sklearn": __version__, "numpy": np.__version__, "scikit_learn": sklearn.__version__,
             "safetensors": safetensors.__version__}
 
 
