@@ -141,3 +141,13 @@ def test_the_one_version_string_is_pyprojects():
 
     pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     assert pyproject["project"]["version"] == __version__
+
+
+def test_the_code_map_names_every_subpackage():
+    """docs/architecture.md lists each private subpackage, and no other."""
+    import re
+
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    listed = set(re.findall(r"`era_sklearn/(_[a-z0-9_]+)/`", page))
+    present = {p.parent.name for p in PACKAGE.glob("_*/__init__.py")}
+    assert listed == present
