@@ -80,9 +80,6 @@ class MappingMixin(TransformerMixin):
         return retrieval_score(Q, Y, k=10, metric="ndcg")
 
 
-
-
-
 @dataclass(frozen=True)
 class FittedMap:
     """What ``transform`` applies: the fitted arrays and the row settings."""

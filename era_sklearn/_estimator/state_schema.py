@@ -13,15 +13,17 @@ from sklearn.base import BaseEstimator
 from .._io.registry import ClassRegistry
 from .._io.schema import Attribute, Dimension, StateSchema, is_float_array
 from .._stage1.statistics import PairStatistics
-from ..adapt import Contrastive, Ridge, Softmax
-from ..align import LeastSquares, Procrustes, TorchAlign
+from ..adapt import ADAPT_SOLVERS
+from ..align import ALIGN_SOLVERS
 
 #: The names files record for the solver classes (and the one dataclass the state
 #: ever held). They are the public paths of 0.2, which still reads a file that names
 #: only these, and stay the same wherever the classes move.
 _BUILT_IN = {
-    **{f"era_sklearn.align.{c.__name__}": c for c in (Procrustes, LeastSquares, TorchAlign)},
-    **{f"era_sklearn.adapt.{c.__name__}": c for c in (Softmax, Ridge, Contrastive)},
+    # The solvers the names in align= / adapt= resolve to: one list, so a solver added
+    # there can be saved.
+    **{f"era_sklearn.align.{c.__name__}": c for c in ALIGN_SOLVERS.values()},
+    **{f"era_sklearn.adapt.{c.__name__}": c for c in ADAPT_SOLVERS.values()},
     "era_sklearn._statistics.PairStatistics": PairStatistics,  # 0.2's module path
 }
 #: Names written by the subpackage-move commit (4685f9f) for a class since renamed.
