@@ -23,8 +23,14 @@ timed call (``WARM_UP``). Contenders per size ``n``:
   of many calls) is reported beside that of ``x @ W``.
 
 The parts (``part_*``) time pieces alone, so that a missed target can be
-attributed: the statistics pass, the solve, the document sample, and
-``transform`` of an adapter with an intercept (its input norms are needed).
+attributed: the statistics pass, the solve, the document sample, X's row
+norms alone (``part_x_norms``: the pass's blocks and threads, squares only),
+and ``transform`` of an adapter with an intercept (its input norms are
+needed). ``part_x_norms`` is the one read of X that any fit on normalised
+rows adds to its floor: BLAS hides its own reads of X under its arithmetic,
+but a row's norm must be known before the row enters the product, so this
+read cannot overlap a numpy/BLAS GEMM. Its share of each floor (median over
+the rounds) is printed as a lower bound on the excess of ``fit_align``.
 
 Memory: each case runs once more in a fresh subprocess, which creates the
 inputs, resets the kernel's high-water mark (``/proc/self/clear_refs``) and
@@ -57,6 +63,14 @@ from era_sklearn import ERAAdapter
 from era_sklearn._stage1.closed_form import procrustes, ridge
 from era_sklearn._stage1.reservoir import CAPACITY, Reservoir
 from era_sklearn._stage1.statistics import PairStatistics, working_bytes
+from era_sklearn._utils.blocks import (
+    BLOCK_BYTES,
+    block_rows_for,
+    n_threads_for,
+    run_blocks,
+    threads_used,
+)
+from era_sklearn._utils.validation import _square_sums
 from era_sklearn.align import AlignProblem, LeastSquares, Procrustes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -132,9 +146,19 @@ def contenders(X, Y, *, parts=False):
             "part_solve_lstsq_all_threads": lambda: ridge(stats["lstsq"], ALPHA),
             "part_solve_procrustes_all_threads": lambda: procrustes(stats["procrustes"]),
             "part_docs_sample": lambda: Reservoir(random_state=0, normalize=True).add(Y),
+            "part_x_norms": lambda: x_norms(X),
             "part_transform_with_intercept": lambda: centered.transform(X),
         })
     return funcs
+
+
+def x_norms(X):
+    """X's squared row norms, in the blocks and threads of the statistics pass."""
+    n_threads = n_threads_for(None)
+    block_rows = block_rows_for(None, X.shape[1], X.dtype, n_threads, BLOCK_BYTES)
+    n_threads = threads_used(len(X), block_rows, n_threads)
+    run_blocks(len(X), block_rows, n_threads,
+               lambda t, start, stop: _square_sums(X[start:stop]))
 
 
 def query_latency(X, Y, n_queries=N_QUERIES):
@@ -248,6 +272,9 @@ def run_size(n, repeats):
         "seconds": {name: float(np.median(ts)) for name, ts in all_times.items()},
         "all_seconds": all_times,
         "ratios": median_ratios(all_times),
+        "x_norms_share": {floor: float(np.median(np.divide(all_times["part_x_norms"],
+                                                           all_times[floor])))
+                          for floor in ("floor_lstsq", "floor_procrustes")},
         "query_seconds": latency,
         "memory": memory,
     }
@@ -337,6 +364,16 @@ def markdown(rows, meta):
         "",
         *table([("n", lambda r: f"{r['n']:.0e}")]
                + [(k.removeprefix("part_"), _seconds(k)) for k in parts], rows),
+        "",
+        ("X's row norms alone (`x_norms`: the one read of X a fit on normalised rows adds, "
+         "which cannot overlap the GEMM) as a share of each floor, median over the rounds: "
+         "a lower bound on `fit_align`'s excess over its floor, before the solve and the "
+         "document sample:"),
+        "",
+        *table([("n", lambda r: f"{r['n']:.0e}"),
+                ("x_norms / floor lstsq", lambda r: f"{r['x_norms_share']['floor_lstsq']:.3f}"),
+                ("x_norms / floor procrustes",
+                 lambda r: f"{r['x_norms_share']['floor_procrustes']:.3f}")], rows),
     ]
     lines += ["", "All rounds (seconds):", ""]
     for r in rows:
