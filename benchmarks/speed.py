@@ -6,7 +6,10 @@ alternating order; a contender's ratio to its floor is taken within each
 round (side by side, so a machine loaded by other work slows both alike) and
 the median over the rounds is reported, with the median times. A contender
 that allocates an n x d_d output is called once untimed right before its
-timed call (``WARM_UP``). Contenders per size ``n``:
+timed call (``WARM_UP``), and the process keeps the memory it frees
+(:func:`keep_freed_memory`; ``--release-memory`` turns that off), so that
+neither contender pays for pages the VM's host must back again. Contenders
+per size ``n``:
 
 * ``floor lstsq``: ``X.T @ X`` plus ``X.T @ Y`` (numpy): the O(n) work any
   least-squares stage 1 needs, on raw (unnormalised) inputs;
@@ -40,12 +43,13 @@ document sample, plus 100 MB; for ``transform``, its output plus 100 MB.
 
 Usage::
 
-    PYTHONPATH=. python -m benchmarks.speed [--sizes 2e5 1e6] [--repeats 5]
+    PYTHONPATH=. python -m benchmarks.speed [--sizes 2e5 1e6] [--repeats 5] [--release-memory]
 
 Writes ``benchmarks/results/speed.json`` and ``benchmarks/results/speed.md``.
 """
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -188,6 +192,27 @@ FLOORS = {"lstsq": "floor_lstsq", "procrustes": "floor_procrustes",
 #: more than the product (0.98 s against 0.04 s for 200,000 x 384 float32, measured), and
 #: it fell on whichever of ``X @ W`` and ``transform`` ran first in a round.
 WARM_UP = {"floor_transform", "transform", "part_transform_with_intercept"}
+
+
+def keep_freed_memory():
+    """Have glibc keep freed memory in the process; True if it applied (glibc only).
+
+    Freed large blocks go back to the kernel (``munmap``, or a trimmed heap), and on a
+    VM the kernel may hand them back to the host; the next allocation's first touch
+    then waits for the host to back each page again. On the 2-CPU AMD EPYC VM that
+    cost 0.3-0.4 s per 200,000 x 384 float32 output, in some rounds and not others:
+    ``transform`` took 0.63-0.78 s or 0.96-1.18 s and its floor 0.61-0.88 s or
+    1.00 s in one 15-round run, ratios from 0.85 to 1.79 (median 1.089). Both
+    contenders allocate the same output, so that noise tells nothing about either;
+    with the memory kept (no ``mmap`` for large blocks, no trimming), the same run's
+    rounds stayed within 0.61-0.65 s and 0.66-0.78 s (median ratio 1.121).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def round_times(funcs, repeats):
@@ -344,7 +369,10 @@ def markdown(rows, meta):
          f"{meta['repeats']} alternating rounds, ratios: median over the rounds of each round's "
          f"ratio; {meta['cpu']} ({meta['cpu_count']} CPUs), numpy {meta['numpy']}, scipy "
          f"{meta['scipy']}; BLAS: {threads}. Load average (1 min) {meta['load_before']:.2f} "
-         f"before, {meta.get('load_after', float('nan')):.2f} after."),
+         f"before, {meta.get('load_after', float('nan')):.2f} after. Freed memory "
+         + ("kept in the process (glibc `mallopt`: no `mmap`, no trim), so no round pays "
+            "for pages the host must back again." if meta.get("freed_memory_kept") else
+            "returned to the system (the allocator's default).")),
         "",
         (f"Targets: `fit_align` within {TARGET_RATIO}x of its floor (lstsq: `X.T @ X` + "
          f"`X.T @ Y`; procrustes: `X.T @ Y`); peak RSS above the inputs within one block + the "
@@ -400,11 +428,14 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="+", type=float, default=[2e5, 1e6])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--release-memory", action="store_true",
+                        help="time with the allocator's default of returning freed memory")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:  # inside a measurement subprocess
         print(json.dumps(memory_worker(args.memory_worker, int(args.sizes[0]))))
         return
+    kept = False if args.release_memory else keep_freed_memory()
     meta = {
         "repeats": args.repeats,
         "cpu": cpu_model(),
@@ -420,9 +451,11 @@ def main(argv=None):
         "transform": f"ERAAdapter().fit_align(X[:{TRANSFORM_FIT_ROWS}], Y[:{TRANSFORM_FIT_ROWS}])"
                      ".transform(X)",
         "load_before": os.getloadavg()[0],
+        "freed_memory_kept": kept,
     }
     command = "PYTHONPATH=. python -m benchmarks.speed " + " ".join(
         ["--sizes", *[f"{s:.0e}" for s in args.sizes], "--repeats", str(args.repeats)]
+        + (["--release-memory"] if args.release_memory else [])
     )
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -43,7 +43,7 @@ def test_one_threads_error_is_raised_and_stops_the_others():
 
 
 def test_defaults_and_bad_settings():
-    assert block_rows_for(None, 768, np.float32, n_threads=2) == 6 * 2**20 // (2 * 768 * 4)
+    assert block_rows_for(None, 768, np.float32, n_threads=2) == 24 * 2**20 // (2 * 768 * 4)
     assert block_rows_for(None, 10**6, np.float64) == 256  # at least 256 rows
     assert threads_used(10, 97, 4) == 1 and threads_used(500, 97, 4) == 4
     assert n_threads_for(3) == 3

@@ -16,15 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._utils.blocks import BLOCK_BYTES, block_rows_for, n_threads_for, run_blocks, threads_used
+from .._utils.blocks import block_rows_for, n_threads_for, run_blocks, threads_used
 from .._utils.validation import _rescaled_rows, _square_sums
 
-#: Bytes of X per block over all threads when the Gram matrix is accumulated:
-#: X^T X on short blocks costs more per row (single-threaded, 768 columns, on
-#: a loaded AMD EPYC: 1,024-row blocks 11% above one product over all rows,
-#: 2,048 to 8,192 rows within 2%): each block's update also writes, and adds
-#: to the partial sums, all d_q x d_q entries of its Gram matrix.
-GRAM_BLOCK_BYTES = 4 * BLOCK_BYTES
 #: float32 block results are summed in float32 by BLAS for this many rows,
 #: then added to the float64 totals: the float64 additions stay negligible,
 #: and no float32 sum spans more rows than this.
@@ -68,8 +62,8 @@ class PairStatistics:
             finite row works, huge or subnormal). Pairs where either row is
             all zeros are left out and counted in ``n_dropped``.
         block_rows : int, default=None
-            Rows per block; by default about 6 MiB of X over all threads (24 MiB
-            with ``gram``).
+            Rows per block; by default about 24 MiB of X over all threads
+            (``_utils.blocks.BLOCK_BYTES``).
         n_threads : int, default=None
             Threads that each take every ``n_threads``-th block, with BLAS
             single-threaded meanwhile; default: as many as BLAS has. The
@@ -89,7 +83,7 @@ class PairStatistics:
         """
         X, Y, w = _check_pairs(X, Y, sample_weight)
         n_threads = n_threads_for(n_threads)
-        block_rows = _block_rows(block_rows, X.shape[1], X.dtype, n_threads, gram)
+        block_rows = block_rows_for(block_rows, X.shape[1], X.dtype, n_threads)
         n_threads = threads_used(len(X), block_rows, n_threads)
         accs = [_Accumulator(X.shape[1], Y.shape[1], X.dtype, gram, normalize,
                              min(block_rows, max(len(X), 1))) for _ in range(n_threads)]
@@ -152,7 +146,7 @@ def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None, n_t
     """
     dtype = np.dtype(dtype)
     n_threads = n_threads_for(n_threads)
-    rows = _block_rows(block_rows, d_q, dtype, n_threads, gram)
+    rows = block_rows_for(block_rows, d_q, dtype, n_threads)
     # Row buffers of X (when it must be copied) and of Y, and per block about
     # a dozen vectors (norms, weights).
     buffers = rows * ((d_q + d_d + 1) * dtype.itemsize + 128)
@@ -169,11 +163,6 @@ def working_bytes(d_q, d_d, dtype=np.float32, *, gram=True, block_rows=None, n_t
         # measured up to 46 KB above the arrays' own bytes).
         result += POOL_OVERHEAD_BYTES
     return n_threads * (buffers + sums * per_entry) + result
-
-
-def _block_rows(block_rows, d_q, dtype, n_threads, gram):
-    return block_rows_for(block_rows, d_q, dtype, n_threads,
-                          GRAM_BLOCK_BYTES if gram else BLOCK_BYTES)
 
 
 def _check_pairs(X, Y, sample_weight):

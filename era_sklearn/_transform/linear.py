@@ -36,7 +36,7 @@ def map_rows(X, coef, intercept=None, *, normalize_input=True, normalize_output=
     normalize_input, normalize_output : bool
         L2-normalise the rows of X, of the result.
     block_rows, n_threads : int, default=None
-        Rows per block (default: about 6 MiB of X over all threads) and
+        Rows per block (default: about 24 MiB of X over all threads) and
         threads (default: as many as BLAS has).
 
     Returns
