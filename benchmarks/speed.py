@@ -68,7 +68,6 @@ from era_sklearn._stage1.closed_form import procrustes, ridge
 from era_sklearn._stage1.reservoir import CAPACITY, Reservoir
 from era_sklearn._stage1.statistics import PairStatistics, working_bytes
 from era_sklearn._utils.blocks import (
-    BLOCK_BYTES,
     block_rows_for,
     n_threads_for,
     run_blocks,
@@ -159,7 +158,7 @@ def contenders(X, Y, *, parts=False):
 def x_norms(X):
     """X's squared row norms, in the blocks and threads of the statistics pass."""
     n_threads = n_threads_for(None)
-    block_rows = block_rows_for(None, X.shape[1], X.dtype, n_threads, BLOCK_BYTES)
+    block_rows = block_rows_for(None, X.shape[1], X.dtype, n_threads)
     n_threads = threads_used(len(X), block_rows, n_threads)
     run_blocks(len(X), block_rows, n_threads,
                lambda t, start, stop: _square_sums(X[start:stop]))
@@ -204,8 +203,8 @@ def keep_freed_memory():
     ``transform`` took 0.63-0.78 s or 0.96-1.18 s and its floor 0.61-0.88 s or
     1.00 s in one 15-round run, ratios from 0.85 to 1.79 (median 1.089). Both
     contenders allocate the same output, so that noise tells nothing about either;
-    with the memory kept (no ``mmap`` for large blocks, no trimming), the same run's
-    rounds stayed within 0.61-0.65 s and 0.66-0.78 s (median ratio 1.121).
+    in a second 15-round run with the memory kept (no ``mmap`` for large blocks, no
+    trimming), the rounds stayed within 0.61-0.65 s and 0.66-0.78 s (median ratio 1.121).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

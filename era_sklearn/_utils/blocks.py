@@ -38,10 +38,10 @@ def n_threads_for(n_threads):
     return int(n_threads)
 
 
-def block_rows_for(block_rows, width, dtype, n_threads=1, block_bytes=BLOCK_BYTES):
-    """Rows per block: ``block_rows`` checked, or by default ``block_bytes`` of the input."""
+def block_rows_for(block_rows, width, dtype, n_threads=1):
+    """Rows per block: ``block_rows`` checked, or by default ``BLOCK_BYTES`` of the input."""
     if block_rows is None:
-        return max(256, block_bytes // (n_threads * width * np.dtype(dtype).itemsize))
+        return max(256, BLOCK_BYTES // (n_threads * width * np.dtype(dtype).itemsize))
     if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) \
             or block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}.")
